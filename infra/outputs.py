@@ -1,0 +1,45 @@
+"""Stack output keys: the one contract between infra/ (which exports them) and jobs/ (which reads them).
+
+Kept free of any Pulumi import so that the post-provision stage can use it without the Pulumi SDK.
+"""
+
+SUBSCRIPTION_ID = "subscription_id"
+TENANT_ID = "tenant_id"
+RESOURCE_GROUP = "resource_group_name"
+LOCATION = "location"
+WORKSPACE = "workspace_name"
+CPU_CLUSTER = "cpu_cluster_name"
+# null when the stack's GPU cluster is switched off (GPU quota is often zero)
+GPU_CLUSTER = "gpu_cluster_name"
+KUBERNETES_COMPUTE = "kubernetes_compute_name"
+KUBERNETES_INSTANCE_TYPE = "kubernetes_instance_type"
+KEY_VAULT_URI = "key_vault_uri"
+REGISTRY_LOGIN_SERVER = "registry_login_server"
+AUTOMATION_CLIENT_ID = "automation_client_id"
+# endpoint names are region-unique in Azure, so the naming module builds them with the stack suffix
+MANAGED_ENDPOINT = "managed_endpoint_name"
+KUBERNETES_ENDPOINT = "kubernetes_endpoint_name"
+# only exported (as a Pulumi secret) when the stack's config asks for a client secret
+AUTOMATION_CLIENT_SECRET = "automation_client_secret"
+
+# every key the post-provision stage needs; a stack exports all of them
+REQUIRED = (
+    SUBSCRIPTION_ID,
+    TENANT_ID,
+    RESOURCE_GROUP,
+    LOCATION,
+    WORKSPACE,
+    CPU_CLUSTER,
+    GPU_CLUSTER,
+    KUBERNETES_COMPUTE,
+    KUBERNETES_INSTANCE_TYPE,
+    KEY_VAULT_URI,
+    REGISTRY_LOGIN_SERVER,
+    AUTOMATION_CLIENT_ID,
+    MANAGED_ENDPOINT,
+    KUBERNETES_ENDPOINT,
+)
+# keys whose value may be null
+NULLABLE = (GPU_CLUSTER,)
+# keys that must only ever be exported as Pulumi secrets
+SECRET = (AUTOMATION_CLIENT_SECRET,)
