@@ -1,0 +1,43 @@
+"""The Pulumi program: read and validate the stack's settings, build the platform, export the outputs."""
+
+import pulumi
+from pulumi_azure_native import authorization, resources
+
+from infra import outputs, settings as stack_settings
+from infra.context import StackContext
+from infra.identity import AutomationIdentity, AutomationIdentityArgs
+from infra.inference import InferenceCluster, InferenceClusterArgs
+from infra.naming import Names
+from infra.training import TrainingClusters, TrainingClustersArgs
+from infra.workspace import Workspace, WorkspaceArgs
+
+# fails with every bad config value listed before any resource is declared
+settings = stack_settings.load()
+names = Names.build(settings.project, settings.stack, settings.name_prefix, settings.name_generation)
+client = authorization.get_client_config_output()
+
+group = resources.ResourceGroup(
+    "resource-group", resource_group_name=names.resource_group, location=settings.location, tags=settings.tags
+)
+stack = StackContext(settings, names, group.name, tenant_id=client.tenant_id, subscription_id=client.subscription_id)
+platform = Workspace("workspace", WorkspaceArgs(stack))
+training = TrainingClusters("training", TrainingClustersArgs(stack, platform))
+inference = InferenceCluster("inference", InferenceClusterArgs(stack, platform))
+automation = AutomationIdentity("automation", AutomationIdentityArgs(stack, platform, owner_object_id=client.object_id))
+
+pulumi.export(outputs.SUBSCRIPTION_ID, client.subscription_id)
+pulumi.export(outputs.TENANT_ID, client.tenant_id)
+pulumi.export(outputs.RESOURCE_GROUP, group.name)
+pulumi.export(outputs.LOCATION, settings.location)
+pulumi.export(outputs.WORKSPACE, platform.workspace.name)
+pulumi.export(outputs.CPU_CLUSTER, training.cpu.name)
+pulumi.export(outputs.GPU_CLUSTER, training.gpu.name if training.gpu else None)
+pulumi.export(outputs.KUBERNETES_COMPUTE, inference.compute.name)
+pulumi.export(outputs.KUBERNETES_INSTANCE_TYPE, inference.instance_type_name)
+pulumi.export(outputs.KEY_VAULT_URI, platform.key_vault.properties.vault_uri)
+pulumi.export(outputs.REGISTRY_LOGIN_SERVER, platform.registry.login_server)
+pulumi.export(outputs.AUTOMATION_CLIENT_ID, automation.application.client_id)
+pulumi.export(outputs.MANAGED_ENDPOINT, names.managed_endpoint)
+pulumi.export(outputs.KUBERNETES_ENDPOINT, names.kubernetes_endpoint)
+if automation.client_secret is not None:
+    pulumi.export(outputs.AUTOMATION_CLIENT_SECRET, automation.client_secret)

@@ -1,0 +1,120 @@
+"""Every Azure name the platform uses, built in one place and checked against Azure's rules.
+
+Globally or regionally unique names (storage, Key Vault, registry, endpoints...) carry a short
+suffix derived from the project, stack, name prefix and name generation, so a stack always gets
+the same names and two stacks never share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, fields
+
+SUFFIX_LENGTH = 5
+
+
+@dataclass(frozen=True)
+class Rule:
+    what: str  # the Azure resource kind, as users know it
+    pattern: str
+    allowed: str  # Azure's rule in words, for the error message
+
+    def check(self, name: str) -> str | None:
+        if re.fullmatch(self.pattern, name):
+            return None
+        return f"makes an invalid {self.what} name {name!r}: {self.allowed}"
+
+
+_COMPUTE = Rule("compute", r"[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]", "2-16 letters, digits and hyphens")
+_ENDPOINT = Rule(
+    "online endpoint",
+    r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]",
+    "3-32 letters, digits and hyphens, starting with a letter",
+)
+RULES = {
+    "resource_group": Rule(
+        "resource group", r"[-\w.()]{0,89}[-\w()]", "1-90 letters, digits, '-', '_', '.', '(', ')'; not ending in '.'"
+    ),
+    "log_analytics": Rule(
+        "Log Analytics workspace", r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]", "4-63 letters, digits and hyphens"
+    ),
+    "app_insights": Rule("Application Insights", r"[-\w.()]{1,255}", "1-255 letters, digits, '-', '_', '.', '(', ')'"),
+    "storage_account": Rule("storage account", r"[a-z0-9]{3,24}", "3-24 lower-case letters and digits"),
+    "key_vault": Rule(
+        "Key Vault",
+        r"(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]",
+        "3-24 letters, digits and single hyphens, starting with a letter",
+    ),
+    "registry": Rule("container registry", r"[A-Za-z0-9]{5,50}", "5-50 letters and digits"),
+    "workspace": Rule(
+        "Azure ML workspace",
+        r"[A-Za-z0-9][A-Za-z0-9_-]{2,32}",
+        "3-33 letters, digits, '-' and '_', starting with a letter or digit",
+    ),
+    "aks": Rule("AKS cluster", r"[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]", "2-63 letters, digits, '-' and '_'"),
+    "aks_dns_prefix": Rule(
+        "AKS DNS prefix", r"[A-Za-z0-9][A-Za-z0-9-]{0,52}[A-Za-z0-9]", "2-54 letters, digits and hyphens"
+    ),
+    "cpu_cluster": _COMPUTE,
+    "gpu_cluster": _COMPUTE,
+    "kubernetes_compute": _COMPUTE,
+    "managed_endpoint": _ENDPOINT,
+    "kubernetes_endpoint": _ENDPOINT,
+    "automation_app": Rule("Entra application display name", r".{1,120}", "1-120 characters"),
+}
+
+
+def stack_suffix(project: str, stack: str, prefix: str, generation: int) -> str:
+    """Short, deterministic and lower-case alphanumeric, so every kind of name can carry it."""
+    seed = f"{project}/{stack}/{prefix}/{generation}".encode()
+    return hashlib.sha256(seed).hexdigest()[:SUFFIX_LENGTH]
+
+
+@dataclass(frozen=True)
+class Names:
+    resource_group: str
+    log_analytics: str
+    app_insights: str
+    storage_account: str
+    key_vault: str
+    registry: str
+    workspace: str
+    aks: str
+    aks_dns_prefix: str
+    cpu_cluster: str
+    gpu_cluster: str
+    kubernetes_compute: str
+    managed_endpoint: str
+    kubernetes_endpoint: str
+    automation_app: str
+
+    @classmethod
+    def build(cls, project: str, stack: str, prefix: str, generation: int = 0) -> Names:
+        suffix = stack_suffix(project, stack, prefix, generation)
+        dashed = f"{prefix}-{stack}"
+        # storage and registry names allow no hyphens at all
+        squashed = f"{prefix}{stack}".replace("-", "")
+        return cls(
+            resource_group=f"rg-{dashed}",
+            log_analytics=f"log-{dashed}-{suffix}",
+            app_insights=f"appi-{dashed}-{suffix}",
+            storage_account=f"st{squashed}{suffix}",
+            key_vault=f"kv-{dashed}-{suffix}",
+            registry=f"cr{squashed}{suffix}",
+            # the suffix also dodges the name a soft-deleted workspace holds after destroy
+            workspace=f"mlw-{dashed}-{suffix}",
+            aks=f"aks-{dashed}-{suffix}",
+            aks_dns_prefix=f"aks-{dashed}-{suffix}",
+            cpu_cluster="cpu-cluster",
+            gpu_cluster="gpu-cluster",
+            kubernetes_compute="k8s-inference",
+            managed_endpoint=f"{dashed}-online-{suffix}",
+            kubernetes_endpoint=f"{dashed}-k8s-{suffix}",
+            automation_app=f"{project}-{stack}-automation",
+        )
+
+    def problems(self) -> list[str]:
+        """One line per name that breaks its Azure rule."""
+        found = (RULES[f.name].check(getattr(self, f.name)) for f in fields(self))
+        return [problem for problem in found if problem]

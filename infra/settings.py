@@ -1,0 +1,387 @@
+"""A stack's configuration as frozen dataclasses, validated before any resource is declared.
+
+`parse` is pure (a dict of config keys to Pulumi's raw string values in, `Settings` out) so that
+every bad-input case is testable without a Pulumi runtime; `load` feeds it the running stack's
+config. All problems are reported at once, one line per bad value, each naming its config key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from infra.naming import Names
+
+PROJECT = "azureml-platform"
+ENVIRONMENTS = ("dev", "prod")
+LOCATION_KEY = "azure-native:location"
+
+# N-series VM sizes are Azure's GPU sizes (NC, ND, NG, NV)
+GPU_VM_SIZE = re.compile(r"Standard_N[CDGV]\w*", re.IGNORECASE)
+VM_SIZE = re.compile(r"Standard_\w+")
+# Kubernetes resource quantities: "500m", "2", "1.5", "4Gi", "512Mi"
+QUANTITY = re.compile(r"\d+(\.\d+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+AZURE_LOCATION = re.compile(r"[a-z]+[a-z0-9]*")
+
+PUBLIC_NETWORK_ACCESS = ("Enabled", "Disabled")
+# Azure ML managed network: no managed VNet, managed VNet with internet outbound, approved outbound only
+ISOLATION_MODES = ("Disabled", "AllowInternetOutbound", "AllowOnlyApprovedOutbound")
+REGISTRY_SKUS = ("Basic", "Standard", "Premium")
+AKS_TIERS = ("Free", "Standard")
+ROUTER_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+CLUSTER_PURPOSES = ("DevTest", "FastProd")
+# the compute namespace must exist before attach: `default`, or the extension's own `azureml`
+COMPUTE_NAMESPACES = ("default", "azureml")
+# never committed: each operator sets them with `pulumi config set --secret` (see README)
+SECRET_KEYS = (f"{PROJECT}:inferenceTlsCertificate", f"{PROJECT}:inferenceTlsKey")
+PEM = re.compile(r"\s*-----BEGIN [A-Z ]+-----.+-----END [A-Z ]+-----\s*", re.DOTALL)
+
+
+class SettingsError(ValueError):
+    """Every bad config value of a stack, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    vm_size: str
+    min_nodes: int
+    max_nodes: int
+    idle_seconds_before_scale_down: int
+    low_priority: bool
+
+
+@dataclass(frozen=True)
+class GpuClusterSettings:
+    enabled: bool
+    cluster: ClusterSettings
+
+
+@dataclass(frozen=True)
+class WorkspaceSettings:
+    public_network_access: str
+    isolation_mode: str
+
+
+@dataclass(frozen=True)
+class KeyVaultSettings:
+    purge_protection: bool
+    soft_delete_retention_days: int
+
+
+@dataclass(frozen=True)
+class AksSettings:
+    vm_size: str
+    min_nodes: int
+    max_nodes: int
+    tier: str
+    kubernetes_version: str | None
+
+
+@dataclass(frozen=True)
+class InstanceTypeSettings:
+    name: str
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    router_service_type: str
+    allow_insecure_connections: bool
+    high_availability: bool
+    cluster_purpose: str
+    namespace: str
+    # the TLS host name the inference router serves; required when insecure connections are off
+    ssl_cname: str | None
+    # PEM text of the router's TLS certificate and key; None when insecure connections are allowed
+    tls_certificate: str | None = field(repr=False)
+    tls_key: str | None = field(repr=False)
+    instance_type: InstanceTypeSettings
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str
+    stack: str
+    environment: str
+    location: str
+    name_prefix: str
+    name_generation: int
+    protect: bool
+    github_repository: str
+    github_environment: str
+    create_client_secret: bool
+    registry_sku: str
+    log_retention_days: int
+    workspace: WorkspaceSettings
+    key_vault: KeyVaultSettings
+    cpu_cluster: ClusterSettings
+    gpu_cluster: GpuClusterSettings
+    aks: AksSettings
+    inference: InferenceSettings
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {"project": self.project, "stack": self.stack, "managed-by": "pulumi"}
+
+    @property
+    def entra_tags(self) -> list[str]:
+        """Entra ID objects take plain strings, not key/value tags."""
+        return [f"{key}:{value}" for key, value in self.tags.items()]
+
+    @property
+    def oidc_subject(self) -> str:
+        return f"repo:{self.github_repository}:environment:{self.github_environment}"
+
+
+_MISSING = object()
+
+
+class _Reader:
+    """Reads one config object (the namespace itself, or a structured value) and collects problems."""
+
+    def __init__(self, values: Mapping[str, Any], key_of: Callable[[str], str], problems: list[str]):
+        self.values = values
+        self.key_of = key_of  # field -> the full config key users write, e.g. azureml-platform:cpuCluster.maxNodes
+        self.problems = problems
+        self.read: set[str] = set()
+
+    def _raw(self, field: str, default: Any) -> Any:
+        """The value, or _MISSING when it is absent (reported here when it has no default)."""
+        self.read.add(field)
+        value = self.values.get(field)
+        if value is None:
+            if default is _MISSING:
+                self.problems.append(f"{self.key_of(field)} is required")
+            return _MISSING
+        return value
+
+    def text(self, field: str, default: Any = _MISSING, choices=None, pattern=None, means: str = "") -> Any:
+        value = self._raw(field, default)
+        if value is _MISSING:
+            return None if default is _MISSING else default
+        value = value if isinstance(value, str) else json.dumps(value)
+        if choices and value not in choices:
+            self.problems.append(f"{self.key_of(field)} is {value!r}; allowed: {', '.join(choices)}")
+        elif pattern and not pattern.fullmatch(value):
+            self.problems.append(f"{self.key_of(field)} is {value!r}; expected {means}")
+        return value
+
+    def whole(self, field: str, default: Any = _MISSING, minimum: int = 0, maximum: int | None = None) -> Any:
+        value = self._raw(field, default)
+        if value is _MISSING:
+            return None if default is _MISSING else default
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+            self.problems.append(f"{self.key_of(field)} is {value!r}; expected a whole number")
+            return None
+        value = int(value)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"{minimum}-{maximum}" if maximum is not None else f"{minimum} or more"
+            self.problems.append(f"{self.key_of(field)} is {value}; allowed: {bound}")
+        return value
+
+    def flag(self, field: str, default: Any = _MISSING) -> Any:
+        value = self._raw(field, default)
+        if value is _MISSING:
+            return None if default is _MISSING else default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        self.problems.append(f"{self.key_of(field)} is {value!r}; allowed: true, false")
+        return None
+
+    def secret(self, field: str) -> Any:
+        """Like text, but a bad value is never echoed back."""
+        value = self._raw(field, None)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str) or not PEM.fullmatch(value):
+            self.problems.append(f"{self.key_of(field)} is not PEM text (-----BEGIN ...-----)")
+        return value
+
+    def section(self, field: str) -> _Reader:
+        value = self._raw(field, _MISSING)
+        if isinstance(value, str):  # Pulumi hands structured values over as JSON text
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if value is not _MISSING and not isinstance(value, dict):
+            self.problems.append(f"{self.key_of(field)} is {value!r}; expected an object (a YAML mapping)")
+        prefix = self.key_of(field)
+        if not isinstance(value, dict):  # already reported once; its fields would only repeat it
+            return _Reader({}, lambda sub: f"{prefix}.{sub}", [])
+        return _Reader(value, lambda sub: f"{prefix}.{sub}", self.problems)
+
+    def unknown(self) -> None:
+        for field in sorted(set(self.values) - self.read):
+            self.problems.append(
+                f"{self.key_of(field)} is not a known setting; known: {', '.join(sorted(self.read))}"
+            )
+
+
+def _cluster(reader: _Reader, gpu: bool) -> ClusterSettings:
+    vm_size = reader.text("vmSize", pattern=VM_SIZE, means="an Azure VM size such as Standard_DS3_v2")
+    if gpu and vm_size and VM_SIZE.fullmatch(vm_size) and not GPU_VM_SIZE.fullmatch(vm_size):
+        reader.problems.append(
+            f"{reader.key_of('vmSize')} is {vm_size!r}, not a GPU size; allowed: an N-series size "
+            "(Standard_NC*, Standard_ND*, Standard_NG*, Standard_NV*)"
+        )
+    cluster = ClusterSettings(
+        vm_size=vm_size,
+        min_nodes=reader.whole("minNodes", default=0),
+        max_nodes=reader.whole("maxNodes", minimum=1),
+        idle_seconds_before_scale_down=reader.whole("idleSecondsBeforeScaleDown", default=900, minimum=60),
+        low_priority=reader.flag("lowPriority", default=False),
+    )
+    _check_node_range(reader, cluster.min_nodes, cluster.max_nodes)
+    return cluster
+
+
+def _check_node_range(reader: _Reader, min_nodes: Any, max_nodes: Any) -> None:
+    if isinstance(min_nodes, int) and isinstance(max_nodes, int) and min_nodes > max_nodes:
+        reader.problems.append(
+            f"{reader.key_of('minNodes')} ({min_nodes}) is greater than {reader.key_of('maxNodes')} ({max_nodes}); "
+            "allowed: minNodes <= maxNodes"
+        )
+
+
+def _hardened(problems: list[str], settings: Settings) -> None:
+    """prod is hardened by construction, not by convention."""
+    if settings.environment != "prod":
+        return
+    ns = PROJECT
+    if not settings.protect:
+        problems.append(f"{ns}:protect is false; prod must protect its stateful resources: allowed: true")
+    if not settings.key_vault.purge_protection:
+        problems.append(f"{ns}:keyVault.purgeProtection is false; allowed in prod: true")
+    if settings.inference.allow_insecure_connections:
+        problems.append(f"{ns}:inference.allowInsecureConnections is true; allowed in prod: false")
+
+
+def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Settings:
+    """`config` maps full keys (`azureml-platform:environment`) to Pulumi's raw values (strings, JSON for objects)."""
+    problems: list[str] = []
+    own = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{project}:")}
+    root = _Reader(own, lambda field: f"{project}:{field}", problems)
+
+    location = config.get(LOCATION_KEY)
+    if not location:
+        problems.append(f"{LOCATION_KEY} is required (an Azure region such as westeurope)")
+    elif not AZURE_LOCATION.fullmatch(location):
+        problems.append(f"{LOCATION_KEY} is {location!r}; expected an Azure region name such as westeurope")
+
+    environment = root.text("environment", choices=ENVIRONMENTS)
+    name_prefix = root.text("namePrefix")
+    name_generation = root.whole("nameGeneration", default=0)
+    workspace = root.section("workspace")
+    key_vault = root.section("keyVault")
+    cpu = root.section("cpuCluster")
+    gpu = root.section("gpuCluster")
+    aks = root.section("aks")
+    inference = root.section("inference")
+    instance_type = inference.section("instanceType")
+
+    gpu_enabled = gpu.flag("enabled")
+    settings = Settings(
+        project=project,
+        stack=stack,
+        environment=environment,
+        location=location,
+        name_prefix=name_prefix,
+        name_generation=name_generation,
+        protect=root.flag("protect"),
+        github_repository=root.text("githubRepository", pattern=GITHUB_REPOSITORY, means="owner/repo"),
+        github_environment=root.text(
+            "githubEnvironment", pattern=re.compile(r"[\w .-]{1,255}"), means="a GitHub environment name"
+        ),
+        create_client_secret=root.flag("createClientSecret", default=False),
+        registry_sku=root.text("registrySku", choices=REGISTRY_SKUS),
+        log_retention_days=root.whole("logRetentionDays", minimum=30, maximum=730),
+        workspace=WorkspaceSettings(
+            public_network_access=workspace.text("publicNetworkAccess", choices=PUBLIC_NETWORK_ACCESS),
+            isolation_mode=workspace.text("isolationMode", choices=ISOLATION_MODES),
+        ),
+        key_vault=KeyVaultSettings(
+            purge_protection=key_vault.flag("purgeProtection"),
+            soft_delete_retention_days=key_vault.whole("softDeleteRetentionDays", minimum=7, maximum=90),
+        ),
+        cpu_cluster=_cluster(cpu, gpu=False),
+        # a switched-off GPU cluster is not read further, so its settings may stay as templates
+        gpu_cluster=GpuClusterSettings(gpu_enabled, _cluster(gpu, gpu=True) if gpu_enabled else None),
+        aks=AksSettings(
+            vm_size=aks.text("vmSize", pattern=VM_SIZE, means="an Azure VM size such as Standard_D4s_v5"),
+            min_nodes=aks.whole("minNodes", minimum=1),
+            max_nodes=aks.whole("maxNodes", minimum=1),
+            tier=aks.text("tier", choices=AKS_TIERS),
+            kubernetes_version=aks.text(
+                "kubernetesVersion", default=None, pattern=re.compile(r"\d+\.\d+(\.\d+)?"), means="e.g. 1.33"
+            ),
+        ),
+        inference=InferenceSettings(
+            router_service_type=inference.text("routerServiceType", choices=ROUTER_SERVICE_TYPES),
+            allow_insecure_connections=inference.flag("allowInsecureConnections"),
+            high_availability=inference.flag("highAvailability"),
+            cluster_purpose=inference.text("clusterPurpose", choices=CLUSTER_PURPOSES),
+            namespace=inference.text("namespace", choices=COMPUTE_NAMESPACES),
+            ssl_cname=inference.text(
+                "sslCname", default=None, pattern=re.compile(r"[a-z0-9.-]+\.[a-z]{2,}"), means="a DNS name"
+            ),
+            tls_certificate=root.secret("inferenceTlsCertificate"),
+            tls_key=root.secret("inferenceTlsKey"),
+            instance_type=InstanceTypeSettings(
+                name=instance_type.text("name", pattern=DNS_LABEL, means="a lower-case DNS label"),
+                cpu_request=instance_type.text("cpuRequest", pattern=QUANTITY, means="a Kubernetes CPU quantity"),
+                memory_request=instance_type.text(
+                    "memoryRequest", pattern=QUANTITY, means="a Kubernetes memory quantity"
+                ),
+                cpu_limit=instance_type.text("cpuLimit", pattern=QUANTITY, means="a Kubernetes CPU quantity"),
+                memory_limit=instance_type.text("memoryLimit", pattern=QUANTITY, means="a Kubernetes memory quantity"),
+            ),
+        ),
+    )
+    if gpu_enabled is False and gpu.values:
+        gpu.read.update(gpu.values)  # the template fields of a switched-off cluster are known, not typos
+    _check_node_range(aks, settings.aks.min_nodes, settings.aks.max_nodes)
+    if settings.inference.allow_insecure_connections is False:
+        tls_needs = (
+            ("inference.sslCname", settings.inference.ssl_cname, ""),
+            ("inferenceTlsCertificate", settings.inference.tls_certificate, " (set it with --secret)"),
+            ("inferenceTlsKey", settings.inference.tls_key, " (set it with --secret)"),
+        )
+        problems += [
+            f"{project}:{key} is required when {project}:inference.allowInsecureConnections is false{how}"
+            for key, value, how in tls_needs
+            if not value
+        ]
+    for reader in (root, workspace, key_vault, cpu, gpu, aks, inference, instance_type):
+        reader.unknown()
+    if name_prefix and not any(p.startswith(f"{project}:namePrefix") for p in problems):
+        bad_names = Names.build(project, stack, name_prefix, name_generation or 0).problems()
+        if bad_names:
+            problems.append(f"{project}:namePrefix {name_prefix!r} (stack {stack!r}) " + "; ".join(bad_names))
+    if not problems:
+        _hardened(problems, settings)
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def load() -> Settings:
+    """The running stack's settings (`pulumi up`/`preview`, or a test under `set_mocks`)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    config = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return parse(config, pulumi.get_stack(), pulumi.get_project())

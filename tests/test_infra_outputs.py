@@ -1,0 +1,99 @@
+"""The stack outputs: the contract between infra/ (which exports them) and jobs/ (which reads them)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from infra import outputs
+from infra.naming import RULES
+from stack_harness import FAKE_CLIENT_SECRET, ROOT, evaluate, is_secret, reveal, run_stack, stack_config, stack_names, with_setting
+
+STACKS = stack_names()
+CONTRACT_KEYS = {
+    name: value for name, value in vars(outputs).items() if name.isupper() and isinstance(value, str)
+}
+
+
+def keys_jobs_reads() -> set[str]:
+    """Every output key the post-provision stage names through `infra.outputs` constants, under any alias."""
+    read = set()
+    for path in Path(ROOT, "jobs").rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "infra":
+                aliases.update(alias.asname or alias.name for alias in node.names if alias.name == "outputs")
+            elif isinstance(node, ast.ImportFrom) and node.module == "infra.outputs":
+                read.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Import):
+                aliases.update(alias.asname for alias in node.names if alias.name == "infra.outputs" and alias.asname)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+                read.add(node.attr)
+    return {CONTRACT_KEYS[name] for name in read if name in CONTRACT_KEYS}
+
+
+def test_jobs_reads_the_contract():
+    # guards the scan above: the post-provision stage does read the workspace and compute keys
+    assert {outputs.WORKSPACE, outputs.CPU_CLUSTER, outputs.KUBERNETES_COMPUTE} <= keys_jobs_reads()
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_required_key_is_exported(stack):
+    run = run_stack(stack)
+    assert set(outputs.REQUIRED) <= set(run.outputs)
+    assert set(run.outputs) <= set(outputs.REQUIRED) | set(outputs.SECRET), "undeclared keys: add them to infra/outputs.py"
+    nulls = {key for key, value in run.outputs.items() if value is None}
+    assert nulls <= set(outputs.NULLABLE)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_key_jobs_reads_is_exported(stack):
+    exported = set(run_stack(stack).outputs) | set(outputs.SECRET)  # secrets exist only when config asks
+    assert keys_jobs_reads() <= exported
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_exports_name_the_real_resources(stack):
+    run = run_stack(stack)
+    exported = run.outputs
+    ml = "azure-native:machinelearningservices"
+    assert exported[outputs.RESOURCE_GROUP] == run.one("azure-native:resources:ResourceGroup").state["name"]
+    assert exported[outputs.WORKSPACE] == run.one(f"{ml}:Workspace").state["name"]
+    assert exported[outputs.CPU_CLUSTER] == run.one(f"{ml}:Compute", "cpu-cluster").state["name"]
+    gpu = [r.state["name"] for r in run.of_type(f"{ml}:Compute") if r.name == "gpu-cluster"]
+    assert exported[outputs.GPU_CLUSTER] == (gpu[0] if gpu else None)
+    kubernetes = run.one(f"{ml}:Compute", "kubernetes-compute")
+    assert exported[outputs.KUBERNETES_COMPUTE] == kubernetes.state["name"]
+    assert exported[outputs.KUBERNETES_INSTANCE_TYPE] in kubernetes.inputs["properties"]["properties"]["instanceTypes"]
+    vault = run.one("azure-native:keyvault:Vault").state
+    assert exported[outputs.KEY_VAULT_URI] == f"https://{vault['name']}.vault.azure.net/"
+    assert exported[outputs.REGISTRY_LOGIN_SERVER] == run.one("azure-native:containerregistry:Registry").state["loginServer"]
+    application = run.one("azuread:index/application:Application").state
+    assert exported[outputs.AUTOMATION_CLIENT_ID] == application["clientId"]
+    assert exported[outputs.LOCATION] == run.config["azure-native:location"]
+
+
+def test_endpoint_names_are_valid_and_unique_per_stack():
+    names = [run_stack(stack).outputs[key] for stack in STACKS for key in (outputs.MANAGED_ENDPOINT, outputs.KUBERNETES_ENDPOINT)]
+    assert len(set(names)) == len(names)
+    assert all(RULES["managed_endpoint"].check(name) is None for name in names)
+
+
+def test_dev_has_no_gpu_cluster_output():
+    assert run_stack("dev").outputs[outputs.GPU_CLUSTER] is None
+
+
+def test_client_secret_only_on_request_and_only_as_a_secret():
+    for stack in STACKS:
+        assert outputs.AUTOMATION_CLIENT_SECRET not in run_stack(stack).outputs
+    config = with_setting(stack_config("dev"), "azureml-platform:createClientSecret", True)
+    run = evaluate("dev", config)
+    assert run.outputs[outputs.AUTOMATION_CLIENT_SECRET] == FAKE_CLIENT_SECRET
+    assert outputs.AUTOMATION_CLIENT_SECRET in run.secret_outputs
+    stored = run.one("azure-native:keyvault:Secret")
+    assert stored.inputs["vaultName"] == run.one("azure-native:keyvault:Vault").state["name"]
+    assert is_secret(stored.inputs["properties"])  # the engine only ever sees it encrypted
+    assert reveal(stored.inputs["properties"])["value"] == FAKE_CLIENT_SECRET
+    assert FAKE_CLIENT_SECRET not in repr({key: run.outputs[key] for key in outputs.REQUIRED})
