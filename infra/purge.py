@@ -38,7 +38,8 @@ from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLo
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from infra import outputs as keys
-from infra.stacks import PROTECT_KEY, StackConfigError, is_protected, stack_tags
+from infra.settings import stack_tags
+from infra.stacks import PROTECT_KEY, StackConfigError, is_protected
 
 ARM_ENDPOINT = "https://management.azure.com"
 KEY_VAULT_API = "2023-07-01"

@@ -41,6 +41,11 @@ SECRET_KEYS = (f"{PROJECT}:inferenceTlsCertificate", f"{PROJECT}:inferenceTlsKey
 PEM = re.compile(r"\s*-----BEGIN [A-Z ]+-----.+-----END [A-Z ]+-----\s*", re.DOTALL)
 
 
+def stack_tags(stack: str, project: str = PROJECT) -> dict[str, str]:
+    """The tags on every resource of a stack; the delivery tools match on them too."""
+    return {"project": project, "stack": stack, "managed-by": "pulumi"}
+
+
 class SettingsError(ValueError):
     """Every bad config value of a stack, one line each."""
 
@@ -132,7 +137,7 @@ class Settings:
 
     @property
     def tags(self) -> dict[str, str]:
-        return {"project": self.project, "stack": self.stack, "managed-by": "pulumi"}
+        return stack_tags(self.stack, self.project)
 
     @property
     def entra_tags(self) -> list[str]:

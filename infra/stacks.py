@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from infra.settings import PROJECT
+from infra.settings import PROJECT, stack_tags
 
 PROTECT_KEY = f"{PROJECT}:protect"
 # prod is protected whatever its config file says: a missing or mistyped key must not unprotect it
@@ -42,11 +42,6 @@ def is_protected(stack: str, root: Path) -> bool:
     if not isinstance(protect, bool):
         raise StackConfigError(f"Pulumi.{stack}.yaml: '{PROTECT_KEY}' must be true or false, not {protect!r}")
     return protect or stack in ALWAYS_PROTECTED
-
-
-def stack_tags(stack: str) -> dict[str, str]:
-    """The tags the Pulumi program puts on every resource of a stack (`Settings.tags`; a test holds them equal)."""
-    return {"project": PROJECT, "stack": stack, "managed-by": "pulumi"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ SPECS_DIR = Path(__file__).parent / "specs"
 
 # the regression candidates are compared on this metric, computed on the same held-out split
 HOLDOUT_METRIC = "MAE"
+# the registered name of the model the endpoints serve, in either target's registry
+MODEL_NAME = "housing-regressor"
 
 Report = Callable[[str], None]
 
