@@ -1,0 +1,132 @@
+"""The Azure stage's orchestration overhead: `flow.run` with the Azure target against a simulated
+workspace whose operations take realistic latencies, scaled down (default 1/500: 75 minutes -> 9 s).
+
+Prints the wall time beside the critical path (the longest chain of dependent operations: assets ->
+slowest job -> model -> slowest endpoint rollout -> one request) and beside the sum of every step's
+latency (what running the steps one after another would take). Goal: wall <= 1.2 x critical path.
+
+    .venv/bin/python benchmarks/stage.py [--scale 0.002] [--data-dir /work/shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jobs import azure_assets, azure_entities, flow  # noqa: E402
+from jobs.azure_target import POLL_SECONDS, AzureTarget  # noqa: E402
+from tests.azure_fake import FakeWorkspace, Simulation  # noqa: E402
+from tests.housing_sample import housing_frame  # noqa: E402
+from tests.test_azure_stage import OUTPUTS  # noqa: E402
+
+# VERBOSE=1 prints the stage's own lines
+REPORT = print if os.environ.get("VERBOSE") else (lambda line: None)
+# seconds in Azure; job durations include node start-up and the environment's image build
+LATENCY = {
+    "data.get": 0.4,
+    "data.create": 4.0,  # upload + register
+    "environments.get": 0.4,
+    "environments.create": 1.5,
+    "jobs.get": 0.5,
+    "jobs.create": 4.0,  # code snapshot upload + submit
+    "mlflow.get_run": 0.4,
+    "mlflow.search_runs": 0.6,
+    "models.list": 0.5,
+    "models.create": 2.0,
+    "online_endpoints.get": 0.5,
+    "online_endpoints.create": 60.0,  # create, or a traffic update
+    "online_endpoints.invoke": 0.3,
+    "online_deployments.create": 600.0,
+    "online_deployments.list": 0.5,
+    "online_deployments.delete": 120.0,
+}
+JOB_MINUTES = {
+    "housing-lightgbm": 12,
+    "housing-mlp-sweep": 45,
+    "housing-automl-regression": 75,
+    "bank-marketing-automl-classification": 60,
+}
+# MLflow reads after each job: the run (or best child), plus AutoML's parent tags and test run
+MLFLOW_READS = {
+    "housing-lightgbm": ("mlflow.get_run",),
+    "housing-mlp-sweep": ("mlflow.get_run",),
+    "housing-automl-regression": ("mlflow.get_run", "mlflow.get_run", "mlflow.search_runs"),
+    "bank-marketing-automl-classification": ("mlflow.get_run", "mlflow.get_run"),
+}
+ROLLOUT = (
+    "online_endpoints.get",
+    "online_endpoints.create",  # the endpoint
+    "online_deployments.create",
+    "online_endpoints.create",  # 0%
+    "online_endpoints.invoke",  # smoke test
+    "online_deployments.list",
+    "online_endpoints.create",  # 100%
+    "online_endpoints.get",
+)
+
+
+def critical_path(latency: dict[str, float], job_seconds: dict[str, float]) -> float:
+    assets = max(latency[f"{kind}.get"] + latency[f"{kind}.create"] for kind in ("data", "environments"))
+    jobs = max(
+        latency["jobs.get"] + latency["jobs.create"] + seconds + sum(latency[r] for r in MLFLOW_READS[key])
+        for key, seconds in job_seconds.items()
+    )
+    model = latency["models.list"] + latency["models.create"]
+    rollout = sum(latency[step] for step in ROLLOUT)
+    return assets + jobs + model + rollout + latency["online_endpoints.invoke"]
+
+
+def data_folder(source: Path | None, folder: Path) -> Path:
+    """housing.csv from `source` when there, else generated; a generated bank marketing file."""
+    rng = np.random.default_rng(0)
+    rows = 2000
+    if source and (source / "housing.csv").is_file():
+        (folder / "housing.csv").write_bytes((source / "housing.csv").read_bytes())
+    else:
+        housing_frame(rows).to_csv(folder / "housing.csv", index=False)
+    bank = pd.DataFrame({"age": rng.integers(18, 90, rows), "y": rng.choice(["yes", "no"], rows)})
+    bank.to_csv(folder / "bank-marketing.csv", index=False, sep=";")
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1 / 500, help="simulated seconds per Azure second")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    args = parser.parse_args()
+
+    latency = {operation: seconds * args.scale for operation, seconds in LATENCY.items()}
+    job_seconds = {key: minutes * 60 * args.scale for key, minutes in JOB_MINUTES.items()}
+    with tempfile.TemporaryDirectory() as scratch:
+        azure_assets.WORK_DIR = Path(scratch) / "work"
+        data = data_folder(args.data_dir, Path(scratch))
+        simulation = Simulation(latency=latency, job_seconds=job_seconds)
+        workspace = FakeWorkspace(simulation)
+        target = AzureTarget(
+            workspace.client(OUTPUTS), OUTPUTS, workspace.tracking, data, poll_seconds=POLL_SECONDS * args.scale
+        )
+        azure_assets.tabular()  # process start-up (sklearn's import), as azure-ai-ml's, is not the stage's time
+        started = time.perf_counter()
+        flow.run(target, azure_entities.sample_request(), report=REPORT)
+        wall = time.perf_counter() - started
+
+    stepped = sum(latency[op] * count for op, count in simulation.calls.items()) + sum(job_seconds.values())
+    critical = critical_path(latency, job_seconds)
+    print(f"scale {args.scale:g} (Azure seconds -> simulated seconds), {sum(simulation.calls.values())} operations")
+    print(f"critical path:       {critical:7.2f} s")
+    print(f"wall time:           {wall:7.2f} s   ({wall / critical:.2f} x the critical path; goal <= 1.2 x)")
+    print(f"sum of step latency: {stepped:7.2f} s   ({stepped / wall:.1f} x the wall time)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Azure ML entities built from the CLI v2 specs and the stack outputs, without touching the network.
+
+The dry run prints exactly these entities; the Azure target sends them. Specs name compute and assets
+by placeholder (`azureml:cpu-cluster`, `azureml:housing@latest`); here compute comes from the stack
+outputs and every asset the stage registers is pinned to the version registered for this run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from azure.ai.ml import load_job, load_online_deployment, load_online_endpoint
+from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.entities import (
+    Command,
+    Job as AzureJob,
+    KubernetesOnlineDeployment,
+    Model,
+    OnlineDeployment,
+    OnlineEndpoint,
+)
+
+from infra import outputs as keys
+from jobs.azure_assets import Asset, digest_folder, digest_text
+from jobs.flow import HOLDOUT_METRIC, SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
+
+ENDPOINTS_DIR = SPECS_DIR / "endpoints"
+SAMPLE_REQUEST = SPECS_DIR / "sample-request.json"
+MODEL_NAME = "housing-regressor"
+# the compute placeholders the job specs use -> the output naming that compute
+COMPUTE_PLACEHOLDERS = {"cpu-cluster": keys.CPU_CLUSTER, "gpu-cluster": keys.GPU_CLUSTER}
+# endpoint kind -> the output naming the endpoint
+ENDPOINT_KINDS = {"managed": keys.MANAGED_ENDPOINT, "kubernetes": keys.KUBERNETES_ENDPOINT}
+# an asset reference as written in a spec (`azureml:housing@latest`) or as loaded (`housing@latest`)
+_REFERENCE = re.compile(r"^(?:azureml:)?(?P<name>[A-Za-z0-9_.-]+?)(?:@latest|:[A-Za-z0-9_.-]+)?$")
+
+
+def pin(reference: str, assets: Mapping[str, Asset]) -> str:
+    """`azureml:NAME@latest` (or any version of NAME) -> the version registered for this run, when NAME is
+    an asset the stage registers; other references (curated environments, say) stay as written."""
+    match = _REFERENCE.match(reference)
+    if match and match["name"] in assets:
+        return assets[match["name"]].reference
+    return reference
+
+
+def _pin_references(entity, assets: Mapping[str, Asset]) -> list[str]:
+    """Pin the job's environment and data inputs in place; returns every reference, pinned or not."""
+    references = []
+    for holder in (entity, getattr(entity, "trial", None)):
+        if isinstance(getattr(holder, "environment", None), str):
+            holder.environment = pin(holder.environment, assets)
+            references.append(holder.environment)
+    inputs = list((getattr(entity, "inputs", None) or {}).values())
+    inputs += [getattr(entity, name, None) for name in ("training_data", "validation_data", "test_data")]
+    for job_input in inputs:
+        if isinstance(getattr(job_input, "path", None), str):
+            job_input.path = pin(job_input.path, assets)
+            references.append(job_input.path)
+    return references
+
+
+def compute_for(job: Job, entity: AzureJob, outputs: Mapping[str, str | None]) -> tuple[str, str | None]:
+    """(the stack's compute for the spec's placeholder, a note when the stack lacks what the spec asks for)."""
+    placeholder = str(entity.compute or "").removeprefix("azureml:")
+    if placeholder not in COMPUTE_PLACEHOLDERS:
+        raise FlowError(
+            f"{SPECS_DIR / job.spec}: compute {entity.compute!r} is none of the placeholders "
+            f"{', '.join('azureml:' + p for p in COMPUTE_PLACEHOLDERS)}"
+        )
+    compute = outputs[COMPUTE_PLACEHOLDERS[placeholder]]
+    if compute is None:  # only the GPU cluster may be missing
+        cpu = outputs[keys.CPU_CLUSTER]
+        return cpu, f"{keys.GPU_CLUSTER} is null (GPU cluster off in this stack): {job.key} runs on the CPU cluster {cpu}"
+    return compute, None
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit being run: GITHUB_SHA in CI, else the checkout's HEAD (+ "-dirty" with local changes)."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    root = Path(__file__).parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+@dataclass
+class BuiltJob:
+    job: Job
+    entity: AzureJob
+    note: str | None  # e.g. the sweep runs on CPU because the stack has no GPU cluster
+
+
+def build_job(job: Job, outputs: Mapping[str, str | None], assets: Mapping[str, Asset]) -> BuiltJob:
+    """The job from its spec, on the compute the stack outputs name, with our assets pinned, and named
+    after everything that determines its result, so an unchanged re-run finds the job it already ran."""
+    spec = SPECS_DIR / job.spec
+    if not spec.is_file():
+        raise FlowError(f"job {job.key}: spec not found: {spec}")
+    entity = load_job(spec)
+    if isinstance(entity, Command):
+        # a command job spec loads as a pipeline node: make it the job it describes, with its code
+        # folder resolved first (the conversion forgets the spec's folder)
+        entity.code = str((spec.parent / entity.code).resolve())
+        entity = entity._to_job()
+    compute, note = compute_for(job, entity, outputs)
+    entity.compute = compute
+    references = _pin_references(entity, assets)
+    code = getattr(entity, "code", None) or getattr(getattr(entity, "trial", None), "code", None)
+    code_digest = digest_folder((spec.parent / code).resolve()) if isinstance(code, str) else ""
+    inputs = digest_text(spec.read_text(), code_digest, compute, *sorted(references))
+    entity.name = f"{job.key}-{inputs[:10]}"
+    entity.experiment_name = entity.experiment_name or job.key
+    entity.tags = {**(entity.tags or {}), "job": job.key, "git_commit": git_commit()}
+    return BuiltJob(job, entity, note)
+
+
+def model_entity(best: JobResult, version: str) -> Model:
+    return Model(
+        name=MODEL_NAME,
+        version=version,
+        path=best.model_uri,
+        type=AssetTypes.MLFLOW_MODEL,
+        description=f"best housing regressor on the held-out split, from {best.job.key}",
+        tags={
+            "metric": HOLDOUT_METRIC,
+            HOLDOUT_METRIC: f"{best.metrics[HOLDOUT_METRIC]:.6g}",
+            "source_job": best.run_name,
+            "job": best.job.key,
+            "git_commit": git_commit(),
+        },
+    )
+
+
+def sample_request() -> dict:
+    """The request the rollout smoke-tests each new deployment with."""
+    if not SAMPLE_REQUEST.is_file():
+        raise FlowError(f"sample request not found: {SAMPLE_REQUEST}")
+    return json.loads(SAMPLE_REQUEST.read_text())
+
+
+def _spec(kind: str, role: str) -> Path:
+    spec = ENDPOINTS_DIR / f"{kind}-{role}.yml"
+    if not spec.is_file():
+        raise FlowError(f"{kind} online {role} spec not found: {spec}")
+    return spec
+
+
+def endpoint_entity(kind: str, outputs: Mapping[str, str | None]) -> OnlineEndpoint:
+    endpoint = load_online_endpoint(_spec(kind, "endpoint"))
+    endpoint.name = outputs[ENDPOINT_KINDS[kind]]
+    endpoint.auth_mode = "key"
+    if kind == "kubernetes":
+        endpoint.compute = outputs[keys.KUBERNETES_COMPUTE]
+    return endpoint
+
+
+def deployment_entity(
+    kind: str, outputs: Mapping[str, str | None], model: RegisteredModel, assets: Mapping[str, Asset]
+) -> OnlineDeployment:
+    """The deployment of `model`, named after everything it serves (model, spec, scoring code,
+    environment), so a deployment that already serves exactly this is recognised on a re-run."""
+    spec = _spec(kind, "deployment")
+    deployment = load_online_deployment(spec)
+    deployment.endpoint_name = outputs[ENDPOINT_KINDS[kind]]
+    deployment.model = f"azureml:{model.name}:{model.version}"
+    if isinstance(deployment.environment, str):
+        deployment.environment = pin(deployment.environment, assets)
+    if kind == "managed":
+        deployment.app_insights_enabled = True
+    if isinstance(deployment, KubernetesOnlineDeployment):
+        deployment.instance_type = outputs[keys.KUBERNETES_INSTANCE_TYPE]
+    code_digest = ""
+    if deployment.code_configuration and isinstance(deployment.code_configuration.code, str):
+        code = (spec.parent / deployment.code_configuration.code).resolve()
+        deployment.code_configuration.code = str(code)
+        code_digest = digest_folder(code)
+    served = digest_text(spec.read_text(), code_digest, str(deployment.environment), deployment.model, str(deployment.instance_type))
+    deployment.name = f"v{model.version}-{served[:8]}"[:32]
+    return deployment

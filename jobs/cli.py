@@ -1,0 +1,168 @@
+"""`python -m jobs`: the post-provision stage's command line. Parsing and dispatch only: the flow
+(jobs/flow.py) and the targets hold the logic.
+
+    python -m jobs run --local [--data-dir DIR]     train, register, serve and call the model on this machine
+    python -m jobs serve --local [--port N]         serve the latest locally registered model until stopped
+    python -m jobs run --stack dev | --outputs FILE [--dry-run]    the same flow in Azure ML
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from jobs import flow
+from jobs.flow import JOBS, FlowError
+
+SAMPLE_REQUEST = flow.SPECS_DIR / "sample-request.json"
+AZURE_ONLY = ("deploy", "status")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jobs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = argparse.ArgumentParser(add_help=False)
+    where = target.add_argument_group("target (default: --local)").add_mutually_exclusive_group()
+    where.add_argument("--local", action="store_true", help="this machine: local processes, local MLflow, azmlinfsrv")
+    where.add_argument("--stack", metavar="NAME", help="Azure ML, from `pulumi stack output --json --stack NAME`")
+    where.add_argument("--outputs", metavar="FILE", type=Path, help="Azure ML, from a file holding those outputs")
+    target.add_argument("--dry-run", action="store_true", help="Azure: print the entities it would send, send nothing")
+    local = target.add_argument_group("local target")
+    local.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with the catalog's data files (default: data/)")
+    local.add_argument("--work-dir", type=Path, default=Path(".local"), help="MLflow store, runs, logs (default: .local/)")
+    local.add_argument("--trials", type=int, default=3, help="sweep trial budget (default: 3)")
+    local.add_argument("--fix", metavar="NAME=VALUE", action="append", default=[], type=_fixed,
+                       help="fix a sweep search_space parameter instead of sampling it, e.g. --fix epochs=5")  # fmt: skip
+    local.add_argument("--seed", type=int, default=0, help="seed of the trials' random sampling")
+    local.add_argument("--parallel", type=int, default=1, help="training processes at a time (default: 1)")
+
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[target], help="the whole flow: jobs, best model, endpoints, a sample request")
+    serve = commands.add_parser("serve", parents=[target], help="serve the latest registered model until stopped")
+    serve.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1 (default: 5001; 0 picks a free one)")
+    submit = commands.add_parser("submit", parents=[target], help="run jobs only (all, or those named)")
+    submit.add_argument("jobs", nargs="*", metavar="JOB", help=f"job keys: {', '.join(job.key for job in JOBS)}")
+    deploy = commands.add_parser("deploy", parents=[target], help="roll a registered model out to the endpoints")
+    deploy.add_argument("--version", help="model version (default: the latest)")
+    invoke = commands.add_parser("invoke", parents=[target], help="send a request (default: the sample) to the endpoints")
+    invoke.add_argument("--file", type=Path, help="request JSON (default: jobs/specs/sample-request.json)")
+    invoke.add_argument("--url", default="http://127.0.0.1:5001/score", help="local: the scoring URL of `serve`")
+    commands.add_parser("status", parents=[target], help="the jobs' and endpoints' state")
+    return parser
+
+
+def _fixed(text: str) -> tuple[str, object]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, yaml.safe_load(value)
+
+
+def make_target(args: argparse.Namespace, resources: contextlib.ExitStack):
+    """The target the arguments choose; anything it holds open is released when `resources` closes."""
+    if args.stack or args.outputs:
+        from jobs import azure_commands
+
+        if args.command == "serve":
+            raise FlowError("`serve` runs on this machine; in Azure the endpoints serve (see deploy and invoke)")
+        return azure_commands.target(azure_commands.load_outputs(args.stack, args.outputs), args.data_dir)
+    if args.dry_run:
+        raise FlowError("--dry-run applies to the Azure target: add --stack NAME or --outputs FILE")
+    from jobs.local import LocalTarget
+
+    serving = args.command == "serve"  # `run` sends one request: one server worker starts sooner
+    target = LocalTarget(args.data_dir, args.work_dir, args.trials, dict(args.fix), args.seed,
+                         args.port if serving else 0, workers=2 if serving else 1, parallel=args.parallel)  # fmt: skip
+    resources.callback(target.close)
+    return target
+
+
+def load_request(path: Path | None) -> dict:
+    path = path or SAMPLE_REQUEST
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise FlowError(f"cannot read the request {path}: {error}") from None
+
+
+def run(args, target) -> None:
+    summary = flow.run(target, load_request(None))
+    print(summary.table())
+
+
+def serve(args, target) -> None:
+    model = target.latest_model()
+    endpoint = target.deploy(model, flow.stamped(print, "serve"))[0]
+    print(f"serving {model.name}:{model.version} ({model.metric}={model.value:,.6g}); Ctrl-C stops it")
+    print(f"  scoring URL: {endpoint.scoring_uri}\n  Swagger:     {endpoint.swagger_uri}")
+    print(f"  try: curl -s {endpoint.scoring_uri} -H 'Content-Type: application/json' -d @{SAMPLE_REQUEST.relative_to(Path.cwd()) if SAMPLE_REQUEST.is_relative_to(Path.cwd()) else SAMPLE_REQUEST}")
+    with contextlib.suppress(KeyboardInterrupt):
+        target.servers[0].wait()
+
+
+def submit(args, target) -> None:
+    unknown = sorted(set(args.jobs) - {job.key for job in JOBS})
+    if unknown:
+        raise FlowError(f"unknown job(s): {', '.join(unknown)}; known: {', '.join(job.key for job in JOBS)}")
+    target.prepare(flow.stamped(print, "assets"))
+    results, _ = flow.run_jobs(target, tuple(job for job in JOBS if not args.jobs or job.key in args.jobs), print)
+    for result in results:
+        metric = result.primary_metric or flow.HOLDOUT_METRIC
+        print(f"{result.job.key}: {result.run_name} {result.status} {metric}={result.metrics.get(metric, float('nan')):,.6g}")
+
+
+def invoke(args, target) -> None:
+    if args.stack or args.outputs:
+        from jobs import azure_commands
+
+        azure_commands.invoke(target, args.file)
+        return
+    from jobs.local import invoke as post
+
+    print(json.dumps(post(args.url, load_request(args.file))))
+
+
+def deploy(args, target) -> None:
+    from jobs import azure_commands
+
+    azure_commands.deploy(target, args.version)
+
+
+def status(args, target) -> None:
+    from jobs import azure_commands
+
+    azure_commands.status(target)
+
+
+def dry_run(args) -> None:
+    """Azure only: print every entity the command would send, built from the outputs alone."""
+    from jobs import azure_commands
+
+    print(azure_commands.dry_run(azure_commands.load_outputs(args.stack, args.outputs), args.data_dir))
+
+
+COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with contextlib.ExitStack() as resources:
+            if args.command in AZURE_ONLY and not (args.stack or args.outputs):
+                raise FlowError(f"`{args.command}` applies to Azure ML: add --stack NAME or --outputs FILE"
+                                + (" (locally, `serve` deploys the latest model)" if args.command == "deploy" else ""))  # fmt: skip
+            if args.dry_run and (args.stack or args.outputs):
+                dry_run(args)
+            else:
+                COMMANDS[args.command](args, make_target(args, resources))
+    except FlowError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

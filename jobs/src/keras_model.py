@@ -1,0 +1,53 @@
+"""The MLflow model that serves train_mlp.py's network: raw columns in, predictions in the target's units out.
+
+Saved with the model (`code_paths`) and loaded with `mlflow.pyfunc.load_model`; the fitted preprocessing
+is pickled with it and the network is a native `.keras` file, so it needs only its folder and the
+inference environment (Keras on the CPU PyTorch backend).
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlflow.pyfunc
+import numpy as np
+
+
+class KerasRegressor(mlflow.pyfunc.PythonModel):
+    def __init__(self, features, log_target: bool, mean: float, scale: float):
+        self.features = features  # the fitted tabular.preprocessor(scale=True)
+        self.log_target = log_target
+        self.mean = mean
+        self.scale = scale
+        self.network = None
+
+    @classmethod
+    def for_target(cls, features, target) -> "KerasRegressor":
+        """Fit the target scaling: log for non-negative (skewed) amounts, then standardize."""
+        values = np.asarray(target, dtype="float64")
+        log_target = bool(values.min() >= 0)
+        values = np.log1p(values) if log_target else values
+        return cls(features, log_target, float(values.mean()), float(values.std()) or 1.0)
+
+    def __getstate__(self):
+        return {**self.__dict__, "network": None}  # the network travels as its own artifact
+
+    def load_context(self, context) -> None:
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        import keras
+
+        self.network = keras.saving.load_model(context.artifacts["network"], compile=False)
+
+    def predict(self, context, model_input, params=None) -> np.ndarray:
+        inputs = np.asarray(self.features.transform(model_input), dtype="float32")
+        return self.from_network(np.asarray(self.network.predict_on_batch(inputs)))
+
+    def from_network(self, outputs: np.ndarray) -> np.ndarray:
+        """The network's standardized outputs -> predictions in the target's units."""
+        values = outputs.reshape(-1).astype("float64") * self.scale + self.mean
+        return np.expm1(values) if self.log_target else values
+
+    def to_network(self, target) -> np.ndarray:
+        values = np.asarray(target, dtype="float64")
+        values = np.log1p(values) if self.log_target else values
+        return ((values - self.mean) / self.scale).astype("float32")

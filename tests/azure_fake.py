@@ -1,0 +1,319 @@
+"""An in-memory Azure ML workspace behind a real `MLClient`: its operations (`jobs`, `data`,
+`environments`, `models`, `online_endpoints`, `online_deployments`) are replaced by fakes that keep
+state like the service does and record every entity sent. Optional latencies per operation make it
+the simulated client of `benchmarks/stage.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from azure.ai.ml import MLClient
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+
+from infra import outputs as keys
+from jobs.flow import JOBS
+
+# the job statuses a run goes through, as Azure ML reports them
+PROGRESS = ("Queued", "Running")
+
+
+class FakeCredential:
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+
+    def get_token(self, *scopes, **kwargs) -> AccessToken:
+        if self.fail:
+            raise ClientAuthenticationError(
+                "DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+                "Attempted credentials:\n\tEnvironmentCredential: not configured"
+            )
+        return AccessToken("fake-token-never-printed", int(time.time()) + 3600)
+
+
+class Poller:
+    def __init__(self, value=None, error: Exception | None = None):
+        self.value, self.error = value, error
+
+    def result(self):
+        if self.error:
+            raise self.error
+        return self.value
+
+
+@dataclass
+class Simulation:
+    """What the fake workspace does: held-out MAE per job key, failures, latencies (seconds)."""
+
+    mae: dict[str, float] = field(
+        default_factory=lambda: {
+            "housing-lightgbm": 27000.0,
+            "housing-mlp-sweep": 31000.0,
+            "housing-automl-regression": 30500.0,
+        }
+    )
+    auc: float = 0.93
+    job_seconds: dict[str, float] = field(default_factory=dict)  # per job key; default `job_default`
+    job_default: float = 0.05
+    latency: dict[str, float] = field(default_factory=dict)  # per operation name, e.g. "jobs.create"
+    failing_jobs: tuple[str, ...] = ()
+    failing_deployments: tuple[str, ...] = ()  # endpoint kinds whose deployment fails to provision
+    broken_scoring: tuple[str, ...] = ()  # endpoint kinds whose new deployment answers garbage
+    # jobs stay Running until this many were submitted: a sequential submitter never gets there
+    wait_for_submissions: int = 0
+    submission_deadline: float = 5.0
+    calls: Counter = field(default_factory=Counter)  # operations made, by name
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def sleep(self, operation: str) -> None:
+        with self._lock:
+            self.calls[operation] += 1
+        seconds = self.latency.get(operation, 0.0)
+        if seconds:
+            time.sleep(seconds)
+
+
+def _key(name: str) -> str:
+    """The flow's job key of an Azure job name (`<key>-<digest>[-r<attempt>]`)."""
+    return next(job.key for job in JOBS if name.startswith(f"{job.key}-"))
+
+
+class AssetOperations:
+    def __init__(self, sim: Simulation, kind: str):
+        self.sim, self.kind = sim, kind
+        self.store: dict[tuple[str, str], object] = {}
+        self.created: list = []
+        self.lock = threading.Lock()
+
+    def get(self, name: str, version: str | None = None, label: str | None = None):
+        self.sim.sleep(f"{self.kind}.get")
+        with self.lock:
+            if label == "latest":
+                versions = [entity for (n, _), entity in self.store.items() if n == name]
+                if versions:
+                    return versions[-1]
+            elif (name, str(version)) in self.store:
+                return self.store[(name, str(version))]
+        raise ResourceNotFoundError(f"{self.kind} {name}:{version or label} not found")
+
+    def list(self, name: str):
+        self.sim.sleep(f"{self.kind}.list")
+        with self.lock:
+            return [entity for (n, _), entity in self.store.items() if n == name]
+
+    def create_or_update(self, entity):
+        self.sim.sleep(f"{self.kind}.create")
+        with self.lock:
+            self.store[(entity.name, str(entity.version))] = entity
+            self.created.append(entity)
+        return entity
+
+
+class FakeTracking:
+    """MLflow's view of the runs: metrics and tags per run id, children by parent."""
+
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+        self.runs: dict[str, SimpleNamespace] = {}
+
+    def add(self, run_id: str, metrics=None, tags=None, parent: str | None = None) -> None:
+        tags = dict(tags or {}, **({"mlflow.parentRunId": parent} if parent else {}))
+        info = SimpleNamespace(run_id=run_id, experiment_id="1")
+        self.runs[run_id] = SimpleNamespace(info=info, data=SimpleNamespace(metrics=dict(metrics or {}), tags=tags))
+
+    def get_run(self, run_id: str):
+        self.sim.sleep("mlflow.get_run")
+        return self.runs[run_id]
+
+    def search_runs(self, experiment_ids, filter_string=""):
+        self.sim.sleep("mlflow.search_runs")
+        parent = filter_string.split("'")[1]
+        return [run for run in self.runs.values() if run.data.tags.get("mlflow.parentRunId") == parent]
+
+
+class JobOperations:
+    def __init__(self, sim: Simulation, tracking: FakeTracking):
+        self.sim, self.tracking = sim, tracking
+        self.submitted: list = []
+        self.runs: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self._runs_operations = SimpleNamespace(get_run_details=self._run_details)
+
+    def _view(self, name: str) -> SimpleNamespace:
+        run = self.runs[name]
+        elapsed = time.monotonic() - run["started"]
+        status = run["final"]
+        waiting = self.sim.wait_for_submissions and len(self.submitted) < self.sim.wait_for_submissions
+        if waiting and elapsed > self.sim.submission_deadline:
+            status = "Failed"
+            run["error"] = "the other jobs were never submitted while this one ran: submissions are not concurrent"
+        elif waiting or elapsed < run["seconds"]:
+            status = PROGRESS[0] if elapsed < run["seconds"] * 0.2 else PROGRESS[1]
+        return SimpleNamespace(
+            name=name,
+            status=status,
+            type=run["type"],
+            studio_url=f"https://ml.azure.com/runs/{name}",
+            properties=run["properties"] if status == "Completed" else {},
+        )
+
+    def get(self, name: str):
+        self.sim.sleep("jobs.get")
+        with self.lock:
+            if name not in self.runs:
+                raise ResourceNotFoundError(f"job {name} not found")
+            return self._view(name)
+
+    def create_or_update(self, entity):
+        self.sim.sleep("jobs.create")
+        key = _key(entity.name)
+        final = "Failed" if key in self.sim.failing_jobs else "Completed"
+        with self.lock:
+            self.submitted.append(copy.copy(entity))
+            self.runs[entity.name] = {
+                "started": time.monotonic(),
+                "seconds": self.sim.job_seconds.get(key, self.sim.job_default),
+                "final": final,
+                "type": entity.type,
+                "properties": {},
+                "error": "UserError: train.py exited with code 1" if final == "Failed" else None,
+            }
+            self._record_runs(key, entity)
+            return self._view(entity.name)
+
+    def _record_runs(self, key: str, entity) -> None:
+        name, run = entity.name, self.runs[entity.name]
+        if entity.type == "sweep":
+            best = f"{name}_3"
+            run["properties"] = {"best_child_run_id": best}
+            self.tracking.add(best, {"MAE": self.sim.mae[key], "RMSE": self.sim.mae[key] * 1.5}, parent=name)
+        elif entity.type == "automl":
+            best = f"{name}_7"
+            self.tracking.add(name, tags={"automl_best_child_run_id": best})
+            if key in self.sim.mae:
+                # validation metrics on the child; the held-out ones on its model test run
+                self.tracking.add(best, {"mean_absolute_error": self.sim.mae[key] * 0.9}, parent=name)
+                self.tracking.add(f"{best}_test", {"mean_absolute_error": self.sim.mae[key]}, parent=best)
+            else:
+                self.tracking.add(best, {"AUC_weighted": self.sim.auc}, parent=name)
+        else:
+            self.tracking.add(name, {"MAE": self.sim.mae[key], "RMSE": self.sim.mae[key] * 1.5})
+
+    def _run_details(self, name: str):
+        return SimpleNamespace(error=SimpleNamespace(error=SimpleNamespace(message=self.runs[name]["error"])))
+
+
+class EndpointOperations:
+    def __init__(self, sim: Simulation, deployments: "DeploymentOperations"):
+        self.sim, self.deployments = sim, deployments
+        self.store: dict[str, object] = {}
+        self.sent: list = []  # every endpoint entity sent, as sent
+        # ("traffic", endpoint, traffic sent) and ("invoke", endpoint, deployment), in order
+        self.events: list[tuple[str, str, object]] = []
+        self.lock = threading.Lock()
+
+    def get(self, name: str):
+        self.sim.sleep("online_endpoints.get")
+        with self.lock:
+            if name not in self.store:
+                raise ResourceNotFoundError(f"online endpoint {name} not found")
+            return copy.copy(self.store[name])
+
+    def begin_create_or_update(self, endpoint):
+        self.sim.sleep("online_endpoints.create")
+        sent = copy.copy(endpoint)
+        sent.traffic = dict(endpoint.traffic or {})
+        with self.lock:
+            self.sent.append(sent)
+            self.events.append(("traffic", endpoint.name, sent.traffic))
+            host = f"https://{endpoint.name}.westeurope.inference.ml.azure.com"
+            live = SimpleNamespace(
+                name=endpoint.name,
+                auth_mode=endpoint.auth_mode,
+                tags=dict(endpoint.tags or {}),
+                traffic=sent.traffic,
+                scoring_uri=f"{host}/score",
+                openapi_uri=f"{host}/swagger.json",
+                provisioning_state="Succeeded",
+            )
+            self.store[endpoint.name] = live
+        return Poller(copy.copy(live))
+
+    def invoke(self, endpoint_name: str, request_file: str, deployment_name: str | None = None, **kwargs):
+        self.sim.sleep("online_endpoints.invoke")
+        with self.lock:
+            self.events.append(("invoke", endpoint_name, deployment_name))
+        rows = json.loads(Path(request_file).read_text())["data"]
+        deployment = self.deployments.store.get((endpoint_name, deployment_name))
+        if deployment is not None and self.deployments.kind_of(deployment) in self.sim.broken_scoring:
+            return json.dumps({"message": "model failed to load"})
+        return json.dumps([100000.0 + i for i in range(len(rows))])
+
+
+class DeploymentOperations:
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+        self.store: dict[tuple[str, str], object] = {}
+        self.sent: list = []
+        self.deleted: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def kind_of(deployment) -> str:
+        return "kubernetes" if str(deployment.type).lower() == "kubernetes" else "managed"
+
+    def begin_create_or_update(self, deployment):
+        self.sim.sleep("online_deployments.create")
+        with self.lock:
+            self.sent.append(copy.copy(deployment))
+        if self.kind_of(deployment) in self.sim.failing_deployments:
+            return Poller(error=HttpResponseError("Deployment failed: ResourceNotReady: container crashed"))
+        with self.lock:
+            self.store[(deployment.endpoint_name, deployment.name)] = deployment
+        return Poller(deployment)
+
+    def list(self, endpoint_name: str):
+        self.sim.sleep("online_deployments.list")
+        with self.lock:
+            return [d for (e, _), d in self.store.items() if e == endpoint_name]
+
+    def begin_delete(self, name: str, endpoint_name: str):
+        self.sim.sleep("online_deployments.delete")
+        with self.lock:
+            self.store.pop((endpoint_name, name), None)
+            self.deleted.append((endpoint_name, name))
+        return Poller()
+
+    def get_logs(self, name: str, endpoint_name: str, lines: int = 50, **kwargs) -> str:
+        return f"Traceback: {name} failed to load the model"
+
+
+class FakeWorkspace:
+    def __init__(self, sim: Simulation | None = None):
+        self.sim = sim or Simulation()
+        self.tracking = FakeTracking(self.sim)
+        self.data = AssetOperations(self.sim, "data")
+        self.environments = AssetOperations(self.sim, "environments")
+        self.models = AssetOperations(self.sim, "models")
+        self.jobs = JobOperations(self.sim, self.tracking)
+        self.online_deployments = DeploymentOperations(self.sim)
+        self.online_endpoints = EndpointOperations(self.sim, self.online_deployments)
+
+    def client(self, outputs, credential=None) -> MLClient:
+        ml_client = MLClient(
+            credential or FakeCredential(),
+            subscription_id=outputs[keys.SUBSCRIPTION_ID],
+            resource_group_name=outputs[keys.RESOURCE_GROUP],
+            workspace_name=outputs[keys.WORKSPACE],
+        )
+        for name in ("jobs", "data", "environments", "models", "online_endpoints", "online_deployments"):
+            setattr(ml_client, f"_{name}", getattr(self, name))
+        return ml_client

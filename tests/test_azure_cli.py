@@ -1,0 +1,143 @@
+"""`python -m jobs` against Azure, offline: the dry run on the real stacks' outputs, bad outputs, and
+every failure path ending in one clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from infra import outputs as keys
+from jobs import azure_commands, cli
+from jobs.azure_target import AzureTarget
+from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
+from tests.stack_harness import run_stack
+from tests.test_azure_stage import OUTPUTS, data_dir  # noqa: F401  (a fixture)
+
+
+def use(workspace: FakeWorkspace, monkeypatch) -> FakeWorkspace:
+    """The CLI's Azure target, on the fake workspace instead of a real one."""
+
+    def target(outputs, data_dir=None):
+        return AzureTarget(workspace.client(outputs), outputs, workspace.tracking, data_dir, poll_seconds=0.002)
+
+    monkeypatch.setattr(azure_commands, "target", target)
+    return workspace
+
+
+def write_outputs(tmp_path, outputs) -> str:
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    return str(path)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_dry_run_on_the_stack_outputs(stack, tmp_path, capsys):
+    outputs = dict(run_stack(stack).outputs)
+    outputs[keys.AUTOMATION_CLIENT_SECRET] = "a-secret-that-must-not-show"
+    code = cli.main(["run", "--outputs", write_outputs(tmp_path, outputs), "--dry-run", "--data-dir", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    documents = {doc.split("\n", 1)[0]: yaml.safe_load(doc) for doc in printed.split("---\n")[1:]}
+    by_name = {title.split(" (")[0]: doc for title, doc in documents.items()}
+    jobs = [by_name[f"# job {key}"] for key in ("housing-lightgbm", "housing-automl-regression")]
+    assert {job["compute"] for job in jobs} == {f"azureml:{outputs[keys.CPU_CLUSTER]}"}
+    sweep = by_name["# job housing-mlp-sweep"]
+    assert sweep["compute"] == f"azureml:{outputs[keys.GPU_CLUSTER] or outputs[keys.CPU_CLUSTER]}"
+    assert sweep["trial"]["environment"].startswith("azureml:tabular-training-gpu:")
+    managed = by_name["# managed online endpoint"]
+    assert managed["name"] == outputs[keys.MANAGED_ENDPOINT] and managed["auth_mode"] == "key"
+    kubernetes = by_name["# kubernetes online endpoint"]
+    assert kubernetes["compute"] == f"azureml:{outputs[keys.KUBERNETES_COMPUTE]}"
+    deployment = next(doc for title, doc in documents.items() if title.startswith("# kubernetes deployment"))
+    assert deployment["instance_type"] == outputs[keys.KUBERNETES_INSTANCE_TYPE]
+    assert deployment["endpoint_name"] == outputs[keys.KUBERNETES_ENDPOINT]
+    assert deployment["environment"].startswith("azureml:tabular-inference:")
+    assert "a-secret-that-must-not-show" not in printed
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_missing_and_malformed_outputs_are_named(tmp_path, capsys, dry_run):
+    outputs = {k: v for k, v in OUTPUTS.items() if k not in (keys.WORKSPACE, keys.KUBERNETES_COMPUTE)}
+    outputs[keys.CPU_CLUSTER] = None
+    outputs[keys.TENANT_ID] = "[secret]"
+    code = cli.main(["run", "--outputs", write_outputs(tmp_path, outputs)] + (["--dry-run"] if dry_run else []))
+    error = capsys.readouterr().err
+    assert code == 1
+    for message in (
+        f"{keys.WORKSPACE}: missing",
+        f"{keys.KUBERNETES_COMPUTE}: missing",
+        f"{keys.CPU_CLUSTER}: is null",
+        f"{keys.TENANT_ID}: hidden as a secret",
+    ):
+        assert message in error
+    assert keys.GPU_CLUSTER not in error  # null is allowed there
+
+
+def test_stack_outputs_need_the_pulumi_cli(capsys, monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    assert cli.main(["run", "--stack", "dev", "--dry-run"]) == 1
+    assert "pulumi stack dev: the pulumi CLI is not installed (or pass --outputs FILE)" in capsys.readouterr().err
+
+
+def test_authentication_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", lambda: FakeCredential(fail=True))
+    code = cli.main(["run", "--outputs", write_outputs(tmp_path, OUTPUTS)])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "could not authenticate to Azure with DefaultAzureCredential" in error and "az login" in error
+
+
+@pytest.mark.parametrize(
+    "simulation, message",
+    [
+        (Simulation(failing_jobs=("housing-automl-regression",)), "job housing-automl-regression (housing-automl-regression-"),
+        (Simulation(failing_deployments=("managed",)), f"on endpoint {OUTPUTS[keys.MANAGED_ENDPOINT]} failed"),
+        (Simulation(broken_scoring=("kubernetes",)), f"smoke test of deployment v1-"),
+    ],
+    ids=["failed job", "failed deployment", "failed smoke test"],
+)
+def test_failures_exit_non_zero_with_the_message(simulation, message, data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    use(FakeWorkspace(simulation), monkeypatch)
+    code = cli.main(["run", "--outputs", write_outputs(tmp_path, OUTPUTS), "--data-dir", str(data_dir)])
+    assert code == 1
+    assert message in capsys.readouterr().err
+
+
+def test_steps_on_their_own(data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """submit, deploy, invoke and status each work without re-running the rest."""
+    workspace = use(FakeWorkspace(), monkeypatch)
+    common = ["--outputs", write_outputs(tmp_path, OUTPUTS), "--data-dir", str(data_dir)]
+    assert cli.main(["submit", "housing-lightgbm", *common]) == 0
+    assert [job.tags["job"] for job in workspace.jobs.submitted] == ["housing-lightgbm"]
+    assert not workspace.online_endpoints.sent
+
+    lightgbm = workspace.jobs.submitted[0]
+    model = azure_commands.azure_entities.model_entity(
+        azure_commands.JobResult(azure_commands.JOBS[0], lightgbm.name, "Completed", {"MAE": 27000.0},
+                                 model_uri=f"azureml://jobs/{lightgbm.name}/outputs/results/paths/model/"),
+        "1",
+    )
+    workspace.models.create_or_update(model)
+    assert cli.main(["deploy", *common]) == 0
+    assert {d.model for d in workspace.online_deployments.sent} == {"azureml:housing-regressor:1"}
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"data": [{"longitude": -122.2}]}))
+    assert cli.main(["invoke", "--file", str(request), *common]) == 0
+    assert cli.main(["status", *common]) == 0
+    printed = capsys.readouterr().out
+    assert f"{OUTPUTS[keys.MANAGED_ENDPOINT]}: predictions [100000.0]" in printed
+    assert f"job housing-lightgbm: {lightgbm.name} Completed" in printed
+    assert "job housing-mlp-sweep: housing-mlp-sweep-" in printed and "not submitted yet" in printed
+    assert "traffic {'v1-" in printed
+
+
+def test_steps_name_what_is_missing(data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    use(FakeWorkspace(), monkeypatch)
+    common = ["--outputs", write_outputs(tmp_path, OUTPUTS), "--data-dir", str(data_dir)]
+    assert cli.main(["deploy", *common]) == 1
+    assert "model housing-regressor:latest is not registered" in capsys.readouterr().err
+    assert cli.main(["invoke", *common]) == 1
+    assert f"managed endpoint {OUTPUTS[keys.MANAGED_ENDPOINT]} does not exist yet" in capsys.readouterr().err

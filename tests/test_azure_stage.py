@@ -1,0 +1,247 @@
+"""The Azure target, offline: a real MLClient with a fake credential, its operations replaced by an
+in-memory workspace (tests/azure_fake.py) that records every entity sent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from infra import outputs as keys
+from jobs import azure_assets, azure_entities, flow
+from jobs.azure_target import AzureTarget, connect
+from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
+from tests.housing_sample import housing_frame
+
+OUTPUTS = {
+    keys.SUBSCRIPTION_ID: "00000000-0000-4000-8000-000000000001",
+    keys.TENANT_ID: "00000000-0000-4000-8000-000000000002",
+    keys.RESOURCE_GROUP: "rg-test",
+    keys.LOCATION: "westeurope",
+    keys.WORKSPACE: "mlw-test",
+    keys.CPU_CLUSTER: "cpu-from-outputs",
+    keys.GPU_CLUSTER: None,
+    keys.KUBERNETES_COMPUTE: "k8s-from-outputs",
+    keys.KUBERNETES_INSTANCE_TYPE: "instance-type-from-outputs",
+    keys.KEY_VAULT_URI: "https://kv-test.vault.azure.net/",
+    keys.REGISTRY_LOGIN_SERVER: "crtest.azurecr.io",
+    keys.AUTOMATION_CLIENT_ID: "00000000-0000-4000-8000-000000000005",
+    keys.MANAGED_ENDPOINT: "managed-from-outputs",
+    keys.KUBERNETES_ENDPOINT: "k8s-endpoint-from-outputs",
+}
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """Small generated versions of the catalog's files (the real ones are not needed here)."""
+    monkeypatch.setattr(azure_assets, "WORK_DIR", tmp_path / "work")
+    rng = np.random.default_rng(0)
+    rows = 60
+    housing = housing_frame(rows)
+    bank = pd.DataFrame(
+        {"age": rng.integers(18, 90, rows), "job": rng.choice(["admin.", "technician"], rows), "y": ["yes", "no"] * (rows // 2)}
+    )
+    folder = tmp_path / "data"
+    folder.mkdir()
+    housing.to_csv(folder / "housing.csv", index=False)
+    bank.to_csv(folder / "bank-marketing.csv", index=False, sep=";")
+    return folder
+
+
+def stage(data_dir, sim: Simulation | None = None, outputs=OUTPUTS, workspace: FakeWorkspace | None = None):
+    workspace = workspace or FakeWorkspace(sim)
+    client = workspace.client(outputs)
+    return workspace, AzureTarget(client, outputs, workspace.tracking, data_dir, poll_seconds=0.002)
+
+
+def run(target) -> tuple[flow.Summary, list[str]]:
+    lines: list[str] = []
+    summary = flow.run(target, azure_entities.sample_request(), lines.append)
+    return summary, lines
+
+
+def traffic_steps(workspace: FakeWorkspace, endpoint: str) -> list[dict]:
+    return [traffic for kind, name, traffic in workspace.online_endpoints.events if kind == "traffic" and name == endpoint]
+
+
+def test_run_sends_the_entities_built_from_the_outputs(data_dir):
+    # jobs stay Running until all four are submitted: a one-at-a-time submitter fails this test
+    workspace, target = stage(data_dir, Simulation(wait_for_submissions=len(flow.JOBS)))
+    summary, lines = run(target)
+
+    data = {entity.name: entity for entity in workspace.data.created}
+    assert set(data) == {
+        f"{key}{suffix}" for key in ("housing", "bank-marketing") for suffix in ("", "-mltable", "-test-mltable")
+    }
+    assert data["housing"].type == "uri_file" and data["housing-mltable"].type == "mltable"
+    assert {e.name for e in workspace.environments.created} == {
+        "tabular-training-cpu", "tabular-training-gpu", "tabular-inference"
+    }
+
+    jobs = {job.tags["job"]: job for job in workspace.jobs.submitted}
+    assert set(jobs) == {job.key for job in flow.JOBS}
+    assert {job.compute for job in jobs.values()} == {OUTPUTS[keys.CPU_CLUSTER]}  # GPU cluster null
+    assert any("housing-mlp-sweep runs on the CPU cluster cpu-from-outputs" in line for line in lines)
+    version = {name: entity.version for name, entity in data.items()}
+    assert jobs["housing-lightgbm"].inputs["data"].path == f"azureml:housing:{version['housing']}"
+    automl = jobs["housing-automl-regression"]
+    assert automl.training_data.path == f"azureml:housing-mltable:{version['housing-mltable']}"
+    assert automl.test_data.path == f"azureml:housing-test-mltable:{version['housing-test-mltable']}"
+    assert jobs["housing-lightgbm"].environment.startswith("azureml:tabular-training-cpu:")
+
+    (model,) = workspace.models.created
+    winner = jobs["housing-lightgbm"].name  # the lowest held-out MAE in the simulation
+    assert model.type == "mlflow_model"
+    assert model.path == f"azureml://jobs/{winner}/outputs/results/paths/model/"
+    assert model.tags["source_job"] == winner and model.tags["metric"] == "MAE" and model.tags["git_commit"]
+
+    endpoints = {e.name: e for e in workspace.online_endpoints.sent}
+    managed, kubernetes = endpoints[OUTPUTS[keys.MANAGED_ENDPOINT]], endpoints[OUTPUTS[keys.KUBERNETES_ENDPOINT]]
+    assert managed.auth_mode == kubernetes.auth_mode == "key"
+    assert kubernetes.compute == OUTPUTS[keys.KUBERNETES_COMPUTE]
+    deployments = {d.endpoint_name: d for d in workspace.online_deployments.sent}
+    assert deployments[managed.name].app_insights_enabled is True
+    assert deployments[managed.name].model == f"azureml:{model.name}:{model.version}"
+    k8s_deployment = deployments[kubernetes.name]
+    assert k8s_deployment.instance_type == OUTPUTS[keys.KUBERNETES_INSTANCE_TYPE]
+    assert k8s_deployment.resources.requests.cpu and k8s_deployment.resources.limits.memory
+
+    for endpoint, deployment in ((managed.name, deployments[managed.name].name), (kubernetes.name, k8s_deployment.name)):
+        assert traffic_steps(workspace, endpoint) == [{}, {deployment: 0}, {deployment: 100}]
+        events = [e for e in workspace.online_endpoints.events if e[1] == endpoint]
+        smoke = events.index(("invoke", endpoint, deployment))
+        assert events.index(("traffic", endpoint, {deployment: 100})) > smoke  # smoke test before traffic
+        assert summary.predictions[endpoint] == [100000.0, 100001.0]
+    output = "\n".join(lines)
+    assert "swagger.json" in output and "/score" in output
+    assert "fake-token" not in output
+
+
+def test_rerun_with_nothing_changed_creates_nothing(data_dir):
+    def sent() -> dict[str, int]:
+        return {
+            "data": len(workspace.data.created),
+            "environments": len(workspace.environments.created),
+            "jobs": len(workspace.jobs.submitted),
+            "models": len(workspace.models.created),
+            "deployments": len(workspace.online_deployments.sent),
+            "endpoints": len(workspace.online_endpoints.sent),
+        }
+
+    workspace, target = stage(data_dir)
+    run(target)
+    first = sent()
+    _, again = stage(data_dir, workspace=workspace)
+    summary, lines = run(again)
+    assert sent() == first
+    assert sum("nothing to do" in line for line in lines) == 2
+    assert sum("reusing" in line for line in lines) == len(flow.JOBS)
+    assert summary.model.version == "1"
+
+
+@pytest.mark.parametrize(
+    "mae, winner, path",
+    [
+        # AutoML's validation MAE (0.9 x its held-out MAE in the simulation) would win; its held-out one does not
+        ({"housing-lightgbm": 27000, "housing-mlp-sweep": 31000, "housing-automl-regression": 28000},
+         "housing-lightgbm", "azureml://jobs/{run}/outputs/results/paths/model/"),
+        ({"housing-lightgbm": 27000, "housing-mlp-sweep": 26000, "housing-automl-regression": 28000},
+         "housing-mlp-sweep", "azureml://jobs/{run}_3/outputs/results/paths/model/"),
+        ({"housing-lightgbm": 27000, "housing-mlp-sweep": 31000, "housing-automl-regression": 25000},
+         "housing-automl-regression", "azureml://jobs/{run}_7/outputs/artifacts/paths/outputs/mlflow-model/"),
+    ],
+)
+def test_best_model_is_the_lowest_held_out_mae(data_dir, mae, winner, path):
+    workspace, target = stage(data_dir, Simulation(mae=mae))
+    summary, _ = run(target)
+    run_name = next(j.name for j in workspace.jobs.submitted if j.tags["job"] == winner)
+    (model,) = workspace.models.created
+    assert summary.model.source_run == run_name and model.tags["MAE"] == f"{mae[winner]:.6g}"
+    assert model.path == path.format(run=run_name)
+    classification = next(r for r in summary.results if r.job.key == "bank-marketing-automl-classification")
+    assert classification.primary_metric == "AUC_weighted" and flow.HOLDOUT_METRIC not in classification.metrics
+
+
+def test_failed_job_is_reported_with_its_error_and_log(data_dir):
+    workspace, target = stage(data_dir, Simulation(failing_jobs=("housing-mlp-sweep",)))
+    with pytest.raises(flow.FlowError) as failure:
+        run(target)
+    name = next(j.name for j in workspace.jobs.submitted if j.tags["job"] == "housing-mlp-sweep")
+    message = str(failure.value)
+    assert f"job housing-mlp-sweep ({name}) Failed: UserError: train.py exited with code 1" in message
+    assert f"az ml job download --name {name}" in message
+    assert len(workspace.jobs.submitted) == len(flow.JOBS)  # the others ran to the end too
+    assert not workspace.models.created and not workspace.online_endpoints.sent
+
+    # once fixed (here: the failure was transient), a re-run submits only the failed job, as a new attempt
+    workspace.sim.failing_jobs = ()
+    _, again = stage(data_dir, workspace=workspace)
+    run(again)
+    assert [job.name for job in workspace.jobs.submitted[len(flow.JOBS):]] == [f"{name}-r2"]
+
+
+def test_failed_deployment_leaves_traffic_and_names_the_deployment(data_dir):
+    workspace, target = stage(data_dir, Simulation(failing_deployments=("kubernetes",)))
+    with pytest.raises(flow.FlowError) as failure:
+        run(target)
+    endpoint = OUTPUTS[keys.KUBERNETES_ENDPOINT]
+    (deployment,) = [d for d in workspace.online_deployments.sent if d.endpoint_name == endpoint]
+    message = str(failure.value)
+    assert f"deployment {deployment.name} on endpoint {endpoint} failed" in message
+    assert "traffic left at none" in message and "failed to load the model" in message
+    assert traffic_steps(workspace, endpoint) == [{}]  # created, never routed
+
+
+def test_failed_smoke_test_keeps_the_old_deployment_serving(data_dir):
+    workspace, target = stage(data_dir)
+    run(target)
+    endpoint = OUTPUTS[keys.MANAGED_ENDPOINT]
+    (old,) = workspace.online_endpoints.store[endpoint].traffic
+    # a better model arrives, and its deployment answers garbage
+    workspace.sim.mae = {**workspace.sim.mae, "housing-lightgbm": 20000.0}
+    workspace.sim.broken_scoring = ("managed",)
+    _, again = stage(data_dir, workspace=workspace)
+    # a new data version means new job names, so the jobs run again and the model changes
+    (data_dir / "housing.csv").write_text((data_dir / "housing.csv").read_text().replace("NEAR BAY", "NEAR OCEAN", 1))
+    with pytest.raises(flow.FlowError) as failure:
+        run(again)
+    message = str(failure.value)
+    new = [d for d in workspace.online_deployments.sent if d.endpoint_name == endpoint][-1].name
+    assert new != old
+    assert f"smoke test of deployment {new} on endpoint {endpoint} failed" in message
+    assert f"traffic left at {{'{old}': 100}}" in message
+    assert workspace.online_endpoints.store[endpoint].traffic == {old: 100, new: 0}
+    assert (endpoint, old) not in workspace.online_deployments.deleted
+
+
+def test_authentication_failure_is_one_clear_message():
+    with pytest.raises(flow.FlowError) as failure:
+        connect(OUTPUTS, FakeCredential(fail=True))
+    message = str(failure.value)
+    assert "could not authenticate to Azure with DefaultAzureCredential" in message and "az login" in message
+    assert OUTPUTS[keys.AUTOMATION_CLIENT_ID] in message
+
+
+def test_mlflow_reads_the_workspace_tracking_server_with_the_stage_token(monkeypatch):
+    from types import SimpleNamespace
+
+    from jobs.azure_target import WorkspaceMlflow
+
+    opened = {}
+
+    class Client:
+        def __init__(self, tracking_uri):
+            opened["uri"] = tracking_uri
+
+        def get_run(self, run_id):
+            import os
+
+            return os.environ["MLFLOW_TRACKING_TOKEN"], run_id
+
+    monkeypatch.setattr("mlflow.MlflowClient", Client)
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    uri = "westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w"
+    workspaces = SimpleNamespace(get=lambda name: SimpleNamespace(mlflow_tracking_uri=f"azureml://{uri}"))
+    tracking = WorkspaceMlflow(SimpleNamespace(workspaces=workspaces, workspace_name="w"), FakeCredential())
+    assert tracking.get_run("job-1") == ("fake-token-never-printed", "job-1")
+    assert opened["uri"] == f"https://{uri}"

@@ -1,0 +1,134 @@
+"""score.py served by the real Azure ML inference server (azmlinfsrv) on 127.0.0.1, over a model that
+train.py trains on small generated housing data: predictions, every malformed request, the Swagger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow.sklearn
+import pandas as pd
+import pytest
+
+from jobs.local import LocalServer
+from tests.housing_sample import housing_frame, request_records
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_ROWS = 50
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory) -> Path:
+    """AZUREML_MODEL_DIR as Azure ML lays it out: <root>/<name>/<version>/model/MLmodel."""
+    work = tmp_path_factory.mktemp("score")
+    data = work / "housing.csv"
+    housing_frame(400).to_csv(data, index=False)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": (work / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
+    output = work / "housing-regressor" / "1"
+    subprocess.run(
+        [sys.executable, "train.py", "--data", str(data), "--target", "median_house_value", "--task", "regression",
+         "--output", str(output), "--n-estimators", "40"],
+        cwd=ROOT / "jobs" / "src", env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    return work
+
+
+@pytest.fixture(scope="module")
+def server(model_root, tmp_path_factory):
+    os.environ["SCORE_MAX_ROWS"] = str(MAX_ROWS)  # the server process inherits it
+    try:
+        running = LocalServer(model_root, 0, tmp_path_factory.mktemp("logs") / "server.log", workers=1).start()
+    finally:
+        del os.environ["SCORE_MAX_ROWS"]
+    yield running
+    running.stop()
+
+
+def post(server, body: bytes | str, content_type: str = "application/json") -> tuple[int, object]:
+    data = body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(server.url + "/score", data, {"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_predictions_equal_the_pipelines_own_predict(server, model_root):
+    records = request_records(MAX_ROWS)  # includes missing numbers, a missing and an unseen category
+    status, predictions = post(server, json.dumps({"data": records}))
+    assert status == 200
+    pipeline = mlflow.sklearn.load_model(str(model_root / "housing-regressor" / "1" / "model"))
+    expected = pipeline.predict(pd.DataFrame(records).astype({"ocean_proximity": "str"}))
+    assert len(predictions) == len(records)
+    assert predictions == expected.tolist()  # exactly: the fast path computes the same numbers
+    # one record at a time too (the hot path of the benchmark)
+    assert post(server, json.dumps({"data": records[:1]})) == (200, expected[:1].tolist())
+
+
+MALFORMED = {
+    "bad JSON": ("{'data': [", "could not be decoded as JSON"),
+    "no data": ('{"rows": []}', "'data'"),
+    "data not a list": ('{"data": {"longitude": 1}}', "'data' must be a list of records"),
+    "empty list": ('{"data": []}', "'data' is empty"),
+    "record not an object": ('{"data": [[1, 2]]}', "record 0 must be an object"),
+    "too many rows": (json.dumps({"data": request_records(MAX_ROWS + 1)}), f"the limit is {MAX_ROWS}"),
+}
+
+
+def _with(change) -> str:
+    records = request_records(3)
+    change(records[1])
+    return json.dumps({"data": records})
+
+
+MALFORMED |= {
+    "missing column": (_with(lambda r: r.pop("ocean_proximity")), "record 1: missing column(s) ocean_proximity"),
+    "unknown column": (_with(lambda r: r.update(colour="blue")), "record 1: unknown column(s) colour"),
+    "wrong type: string for a number": (
+        _with(lambda r: r.update(median_income="high")),
+        "record 1, column 'median_income': expected a number or null, got a string 'high'",
+    ),
+    "wrong type: boolean for a number": (
+        _with(lambda r: r.update(households=True)),
+        "record 1, column 'households': expected a number or null, got a boolean True",
+    ),
+    "wrong type: number for a category": (
+        _with(lambda r: r.update(ocean_proximity=3)),
+        "record 1, column 'ocean_proximity': expected a string or null, got a number 3",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_requests_get_400_naming_the_problem_and_the_server_stays_up(server, case):
+    body, message = MALFORMED[case]
+    status, answer = post(server, body)
+    assert status == 400, answer
+    assert message in answer["message"]
+    assert post(server, json.dumps({"data": request_records(1)}))[0] == 200
+
+
+def test_a_body_that_is_not_json_content_gets_415(server):
+    status, answer = post(server, "data=1", content_type="text/plain")
+    assert status == 415 and "application/json" in answer["message"]
+
+
+def test_swagger_describes_the_models_columns_with_an_example(server):
+    with urllib.request.urlopen(server.url + "/swagger.json", timeout=10) as answer:
+        swagger = json.loads(answer.read())
+    request = swagger["definitions"]["ServiceInput"]
+    record = request["properties"]["data"]["items"]
+    columns = list(housing_frame(1).drop(columns="median_house_value").columns)
+    assert sorted(record["properties"]) == sorted(columns)
+    assert record["properties"]["median_income"]["type"] == "number"
+    assert record["properties"]["ocean_proximity"]["type"] == "string"
+    example = request["example"]["data"]
+    assert sorted(example[0]) == sorted(columns)
+    assert post(server, json.dumps({"data": example}))[0] == 200  # the example is a valid request
+    assert swagger["definitions"]["ServiceOutput"]["items"]["type"] == "number"

@@ -1,0 +1,195 @@
+"""Every Azure ML spec under jobs/specs loads and validates offline with azure-ai-ml, and agrees with the
+code and data it names: the scripts accept the arguments the commands pass, the search space is what the
+command uses, AutoML's target and task are the data catalog's, environments exist and pin what
+requirements.txt pins."""
+
+from __future__ import annotations
+
+import random
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from azure.ai.ml import load_environment, load_job, load_online_deployment, load_online_endpoint
+from azure.ai.ml.entities import Command
+from azure.ai.ml.sweep import SweepJob
+from azure.ai.ml.entities._job.automl.automl_job import AutoMLJob
+
+from jobs.flow import JOBS, SPECS_DIR
+from jobs.local import render, sample
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "jobs" / "src"
+sys.path.insert(0, str(SRC))  # the training scripts import their siblings, as they do in a job
+
+JOB_SPECS = sorted(SPECS_DIR.glob("*.yml"))
+ENVIRONMENT_DIR = SPECS_DIR / "environments"
+ENVIRONMENT_SPECS = sorted(p for p in ENVIRONMENT_DIR.glob("*.yml") if "image" in yaml.safe_load(p.read_text()))
+ENDPOINT_SPECS = sorted((SPECS_DIR / "endpoints").glob("*.yml"))
+ASSET = re.compile(r"^azureml:([\w-]+)@latest$")
+
+
+def read(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def reference(value) -> str:
+    """An asset or compute reference as written in a spec (`azureml:x`), whether or not loading dropped the prefix."""
+    value = str(value)
+    return value if value.startswith("azureml:") else f"azureml:{value}"
+
+
+def load(path: Path):
+    job = load_job(path)
+    if isinstance(job, Command):  # a command job spec loads as a pipeline node
+        result = job._validate()
+        assert result.passed, result.error_messages
+        job = job._to_job()
+    return job
+
+
+def environment_names() -> set[str]:
+    return {read(path)["name"] for path in ENVIRONMENT_SPECS}
+
+
+def test_every_job_in_the_flow_has_a_spec_and_every_spec_is_a_job():
+    assert {job.spec for job in JOBS} == {path.name for path in JOB_SPECS}
+
+
+@pytest.mark.parametrize("path", JOB_SPECS, ids=lambda p: p.stem)
+def test_job_spec_validates(path):
+    job = load(path)  # schema validation: unknown fields, bad enums and missing fields raise
+    assert job._to_rest_object() is not None  # the request `az ml job create` would send
+    assert job.experiment_name and job.display_name == path.stem
+    assert reference(job.compute) in ("azureml:cpu-cluster", "azureml:gpu-cluster")  # placeholders the Azure target overrides
+
+
+def filled_in(spec: dict) -> dict[str, dict[str, str]]:
+    """Values for the command's placeholders, as a target gives them: data as paths, a sampled trial."""
+    inputs = {k: f"/data/{k}" if isinstance(v, dict) else str(v) for k, v in (spec.get("inputs") or {}).items()}
+    outputs = {name: f"/data/{name}" for name in spec.get("outputs") or {}}
+    trial = sample(spec.get("search_space") or {}, random.Random(0), {})
+    return {"inputs": inputs, "outputs": outputs, "search_space": {k: str(v) for k, v in trial.items()}}
+
+
+@pytest.mark.parametrize("path", [p for p in JOB_SPECS if read(p)["type"] in ("command", "sweep")], ids=lambda p: p.stem)
+def test_script_takes_every_value_the_command_passes(path):
+    spec = read(path)
+    command = spec.get("trial", spec)
+    values = filled_in(spec)
+    words = shlex.split(render(command["command"], values))  # the local target's substitution
+    assert words[0] == "python", "commands run a script with plain `python SCRIPT ...`"
+    script = (path.parent / command["code"] / words[1]).resolve()
+    assert script.is_file(), f"{path.name}: {script} not found"
+    args = __import__(script.stem).parse_args(words[2:])
+    # each input and search space parameter reaches the script's argument of the same name
+    for kind in ("inputs", "search_space"):
+        for name, value in values[kind].items():
+            assert str(getattr(args, name)) == value, f"{path.name}: {kind}.{name} does not reach --{name}"
+    assert str(args.output).startswith("/data/")
+
+
+def test_sweep_tunes_the_mlp_on_held_out_mae_with_bandit_termination():
+    job = load(SPECS_DIR / "housing-mlp-sweep.yml")
+    assert isinstance(job, SweepJob)
+    assert getattr(job.sampling_algorithm, "type", job.sampling_algorithm) == "random"
+    assert set(job.search_space) == {"batch_size", "epochs", "units_1", "units_2", "learning_rate"}
+    assert job.objective.primary_metric == "MAE" and job.objective.goal == "minimize"
+    assert job.early_termination.type == "bandit"
+    # the bandit policy needs per-epoch MAE to act before the shortest trial ends
+    shortest = min(job.search_space["epochs"].values)
+    assert job.early_termination.delay_evaluation + job.early_termination.evaluation_interval < shortest
+    assert job.limits.max_total_trials >= job.limits.max_concurrent_trials > 1
+    assert reference(job.compute) == "azureml:gpu-cluster"
+
+
+@pytest.mark.parametrize("path", [p for p in JOB_SPECS if read(p)["type"] == "automl"], ids=lambda p: p.stem)
+def test_automl_spec_matches_the_data_catalog(path):
+    job = load(path)
+    assert isinstance(job, AutoMLJob)
+    catalog = read(ROOT / "jobs" / "data-catalog.yml")
+    training, test = reference(job.training_data.path), reference(job.test_data.path)
+    entry = next(entry for key, entry in catalog.items() if training == f"azureml:{key}-mltable@latest")
+    assert job.target_column_name == entry["target"]
+    assert job.task_type.lower() == entry["task"]
+    assert job.training_data.type == job.test_data.type == "mltable"
+    # the held-out rows of the shared split, so AutoML's test metrics compare with the other jobs'
+    assert test == training.replace("-mltable@", "-test-mltable@")
+
+
+def test_automl_primary_metrics_and_explanations():
+    regression = load(SPECS_DIR / "housing-automl-regression.yml")
+    classification = load(SPECS_DIR / "bank-marketing-automl-classification.yml")
+    assert str(regression.primary_metric).lower().endswith("normalized_root_mean_squared_error")
+    assert str(classification.primary_metric).lower().endswith("auc_weighted")
+    assert classification.target_column_name == "y"
+    assert classification.training.enable_model_explainability is True
+
+
+@pytest.mark.parametrize("path", ENVIRONMENT_SPECS, ids=lambda p: p.stem)
+def test_environment_spec_validates(path):
+    environment = load_environment(path)
+    environment.validate()
+    assert environment._to_rest_object() is not None
+    conda = read(path.parent / read(path)["conda_file"])
+    assert any(str(d).startswith("python=") for d in conda["dependencies"]), f"{path.name}: python is not pinned"
+
+
+def pip_pins(path: Path) -> dict[str, str]:
+    """{package: version} of a requirements file or a conda file's pip section (local labels dropped)."""
+    if path.name == "requirements.txt":
+        lines = path.read_text().splitlines()
+    else:
+        lines = next(d["pip"] for d in read(path)["dependencies"] if isinstance(d, dict))
+    pins = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            name, _, version = line.partition("==")
+            assert version, f"{path.name}: {line} is not pinned"
+            pins[name.lower()] = version.split("+")[0]
+    return pins
+
+
+@pytest.mark.parametrize("path", ENVIRONMENT_SPECS, ids=lambda p: p.stem)
+def test_environment_pins_agree_with_requirements(path):
+    ours = pip_pins(ROOT / "requirements.txt")
+    theirs = pip_pins(path.parent / read(path)["conda_file"])
+    different = {name: (version, ours[name]) for name, version in theirs.items() if ours.get(name, version) != version}
+    assert not different, f"{path.name}: (environment, requirements.txt) versions differ: {different}"
+
+
+def test_every_environment_a_spec_names_is_defined():
+    referenced = []
+    for path in JOB_SPECS + ENDPOINT_SPECS:
+        spec = read(path)
+        environment = spec.get("trial", spec).get("environment")
+        if isinstance(environment, str):
+            referenced.append((path.name, environment))
+    assert referenced
+    names = environment_names()
+    unknown = [(spec, ref) for spec, ref in referenced if not ASSET.match(ref) or ASSET.match(ref)[1] not in names]
+    assert not unknown, f"environments not defined under {ENVIRONMENT_DIR}: {unknown}"
+
+
+def is_deployment(spec: dict) -> bool:
+    return "endpoint_name" in spec or "model" in spec
+
+
+@pytest.mark.parametrize("path", ENDPOINT_SPECS, ids=lambda p: p.stem)
+def test_endpoint_spec_validates(path):
+    spec = read(path)
+    if not is_deployment(spec):
+        endpoint = load_online_endpoint(path)
+        assert endpoint.auth_mode == "key"
+        assert endpoint._to_rest_online_endpoint(location="westeurope") is not None
+        return
+    deployment = load_online_deployment(path)
+    assert deployment._to_rest_object(location="westeurope") is not None
+    assert deployment.app_insights_enabled is True
+    code = deployment.code_configuration
+    assert code is not None, f"{path.name}: no code_configuration, so no scoring script"
+    assert (path.parent / code.code / code.scoring_script).is_file(), f"{path.name}: scoring script not found"

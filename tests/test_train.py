@@ -1,0 +1,198 @@
+"""train.py and train_mlp.py train for real on small generated data: outputs, MLflow logging, and models
+that load from their own folder and predict on raw columns with missing values and unseen categories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "jobs" / "src"
+sys.path.insert(0, str(SRC))  # the training scripts import their siblings, as they do in a job
+
+import tabular  # noqa: E402
+import train  # noqa: E402
+from housing_sample import housing_frame, request_records  # noqa: E402
+
+REGRESSION_METRICS = {"MAE", "RMSE", "R2", "NRMSE"}
+CLASSIFICATION_METRICS = {"accuracy", "AUC_weighted", "F1"}
+PLOTS = {"predicted_vs_actual.png", "feature_importance.png"}
+
+
+def awkward_rows() -> pd.DataFrame:
+    """Request rows as a client sends them: missing numbers (coordinates too), a missing and an unseen
+    category. Numbers are floats: pyfunc's schema check refuses int64 for a double column."""
+    records = request_records(3)
+    records[1]["latitude"] = None
+    return pd.DataFrame(records)
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """A private MLflow tracking store and experiment for this module's runs. A file store: creating a
+    SQLite one runs MLflow's schema migrations, seconds that test nothing of ours."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_ID")}
+    previous_uri = mlflow.get_tracking_uri()
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    mlflow.set_tracking_uri(folder.as_uri())
+    client = mlflow.MlflowClient()
+    os.environ["MLFLOW_EXPERIMENT_ID"] = client.create_experiment("training-tests")
+    yield client
+    mlflow.set_tracking_uri(previous_uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="module")
+def housing_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "housing.csv"
+    housing_frame(600).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def regression(tracking, housing_csv, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("lightgbm")
+    train.main(["--data", str(housing_csv), "--target", "median_house_value", "--task", "regression",
+                "--output", str(output), "--n-estimators", "60", "--learning-rate", "0.1"])  # fmt: skip
+    return output
+
+
+@pytest.fixture(scope="module")
+def mlp(tracking, housing_csv, tmp_path_factory) -> Path:
+    import train_mlp
+
+    output = tmp_path_factory.mktemp("mlp")
+    train_mlp.main(["--data", str(housing_csv), "--target", "median_house_value", "--output", str(output),
+                    "--epochs", "3", "--batch-size", "64", "--units-1", "16", "--units-2", "8"])  # fmt: skip
+    return output
+
+
+def last_run(client: mlflow.MlflowClient, model: str):
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"params.model = '{model}'", output_format="list")
+    assert runs, f"no MLflow run with params.model = {model}"
+    return client.get_run(runs[0].info.run_id)
+
+
+def test_split_is_seeded_and_shared(housing_csv):
+    frame = tabular.read_table(housing_csv)
+    first = tabular.split(frame, "median_house_value", "regression")
+    second = tabular.split(frame.sample(frac=1.0, random_state=1).sort_index(), "median_house_value", "regression")
+    assert list(first[1].index) == list(second[1].index)
+    assert len(first[1]) == round(len(frame) * tabular.TEST_SIZE)
+
+
+def test_read_table_sniffs_the_delimiter_and_reads_integers_as_floats(tmp_path):
+    (tmp_path / "bank.csv").write_text('"age";"job";"y"\n58;"management";"no"\n44;"technician";"yes"\n')
+    frame = tabular.read_table(tmp_path / "bank.csv")
+    assert list(frame.columns) == ["age", "job", "y"]
+    assert frame["age"].dtype == "float64"  # so a missing age in a request is still a valid value
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        tabular.read_table(tmp_path / "nowhere.csv")
+
+
+def test_split_errors_name_the_problem(housing_csv):
+    frame = tabular.read_table(housing_csv)
+    with pytest.raises(ValueError, match="'price' is not in the data"):
+        tabular.split(frame, "price", "regression")
+    with pytest.raises(ValueError, match="'ocean_proximity' is not numeric"):
+        tabular.split(frame, "ocean_proximity", "regression")
+
+
+def test_write_split_gives_automl_the_same_held_out_rows(housing_csv, tmp_path):
+    frame = tabular.read_table(housing_csv)
+    folders = tabular.write_split(frame, "median_house_value", "regression", tmp_path)
+    _, x_test, _, y_test = tabular.split(frame, "median_house_value", "regression")
+    written = pd.read_csv(folders["test"] / "test.csv")
+    assert "file: ./test.csv" in (folders["test"] / "MLTable").read_text()
+    np.testing.assert_allclose(written["median_house_value"], y_test.to_numpy())
+    assert len(pd.read_csv(folders["train"] / "train.csv")) + len(written) == len(frame)
+
+
+def test_neighbour_features_never_see_their_own_target():
+    # a target unrelated to location: an in-fold neighbour statistic would still correlate with it
+    rng = np.random.default_rng(1)
+    rows = 2000
+    frame = pd.DataFrame({"latitude": rng.uniform(33, 41, rows), "longitude": rng.uniform(-124, -115, rows)})
+    noise = pd.Series(rng.lognormal(12, 0.5, rows))
+    features = tabular.DerivedFeatures()
+    derived = features.fit_transform(frame, noise)
+    correlation = np.corrcoef(derived[f"neighbours_{min(tabular.NEIGHBOURS)}_mean"], np.log1p(noise))[0, 1]
+    assert abs(correlation) < 0.1
+    assert list(derived.columns) == list(features.get_feature_names_out())
+
+
+def test_train_regression_writes_model_metrics_and_plots(regression, tracking):
+    metrics = json.loads((regression / "metrics.json").read_text())
+    assert set(metrics) == REGRESSION_METRICS
+    assert metrics["R2"] > 0.5  # the generated value is mostly income and coast: learnable
+    assert {p.name for p in (regression / "plots").iterdir()} == PLOTS
+    assert all(p.stat().st_size > 1000 for p in (regression / "plots").iterdir())
+    run = last_run(tracking, "lightgbm")
+    assert run.data.params["task"] == "regression" and run.data.params["log_target"] == "True"
+    assert run.data.metrics["MAE"] == pytest.approx(metrics["MAE"])
+    artifacts = {a.path for a in tracking.list_artifacts(run.info.run_id)}
+    assert {"model", "metrics.json", "plots"} <= artifacts  # azureml://jobs/<run>/outputs/artifacts/paths/model/
+
+
+def test_train_classification_on_a_semicolon_csv(tracking, tmp_path):
+    frame = housing_frame(500, seed=2)
+    frame["y"] = np.where(frame.pop("median_house_value") > 200_000, "yes", "no")
+    data = tmp_path / "bank.csv"
+    frame.to_csv(data, sep=";", index=False)  # as UCI ships bank marketing
+    metrics = train.main(["--data", str(data), "--target", "y", "--task", "classification",
+                          "--output", str(tmp_path / "out"), "--n-estimators", "40"])  # fmt: skip
+    assert set(metrics) == CLASSIFICATION_METRICS
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text()) == metrics
+    assert 0.5 < metrics["AUC_weighted"] <= 1.0
+    assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} == PLOTS
+    model = mlflow.pyfunc.load_model(str(tmp_path / "out" / "model"))
+    assert set(model.predict(awkward_rows())) <= {"yes", "no"}
+
+
+def test_mlp_logs_held_out_mae_every_epoch(mlp, tracking):
+    metrics = json.loads((mlp / "metrics.json").read_text())
+    assert set(metrics) == REGRESSION_METRICS
+    assert {p.name for p in (mlp / "plots").iterdir()} == PLOTS
+    run = last_run(tracking, "keras-mlp")
+    history = tracking.get_metric_history(run.info.run_id, "MAE")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert history[-1].value == pytest.approx(metrics["MAE"], rel=1e-4)  # the final MAE is the last epoch's
+    assert run.data.params["backend"] == "torch"
+
+
+def test_models_load_from_their_folder_alone(regression, mlp, tmp_path):
+    """In a fresh interpreter, away from jobs/src: everything a model needs is in its folder."""
+    rows = tmp_path / "rows.json"
+    awkward_rows().to_json(rows, orient="records")
+    script = (
+        "import json, sys, mlflow, pandas as pd\n"
+        "rows = pd.DataFrame(json.load(open(sys.argv[1])))\n"
+        "print(json.dumps([mlflow.pyfunc.load_model(p).predict(rows).tolist() for p in sys.argv[2:]]))\n"
+    )
+    models = [str(regression / "model"), str(mlp / "model")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(rows), *models], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    predictions = json.loads(done.stdout.strip().splitlines()[-1])
+    for values in predictions:
+        assert len(values) == len(awkward_rows())
+        assert all(np.isfinite(values)) and all(v > 0 for v in values)
+    # the sklearn flavor is one Pipeline over the raw columns
+    pipeline = mlflow.sklearn.load_model(models[0])
+    assert list(pipeline.feature_names_in_) == list(awkward_rows().columns)
+    np.testing.assert_allclose(pipeline.predict(awkward_rows()), predictions[0])
