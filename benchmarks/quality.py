@@ -73,7 +73,8 @@ def main() -> None:
         trials = []
         for number in range(args.trials):
             params = sample(sweep["search_space"], rng, {})
-            argv = ["--data", str(args.data), "--target", sweep["inputs"]["target"], "--output", f"{scratch}/mlp{number}"]
+            argv = ["--data", str(args.data), "--target", sweep["inputs"]["target"]]
+            argv += ["--output", f"{scratch}/mlp{number}"]
             argv += [item for name, value in params.items() for item in (f"--{name.replace('_', '-')}", str(value))]
             trials.append((params, run(train_mlp, argv, client)))
         for params, result in trials:
@@ -82,7 +83,8 @@ def main() -> None:
         results["mlp"] = min((result for _, result in trials), key=lambda r: r["MAE"])
 
     print(f"\nhousing, seeded 80/20 split, {args.data}")
-    print(f"{'model':<30}{'test MAE':>10}{'goal':>10}{'baseline':>10}{'RMSE':>10}{'R2':>7}{'train s':>9}{'script s':>10}")
+    header = ("test MAE", 10), ("goal", 10), ("baseline", 10), ("RMSE", 10), ("R2", 7), ("train s", 9), ("script s", 10)
+    print(f"{'model':<30}" + "".join(f"{name:>{width}}" for name, width in header))
     for key, label in (("lightgbm", "LightGBM command job"), ("mlp", f"best MLP of {args.trials} sweep trials")):
         r = results[key]
         verdict = "met" if r["MAE"] <= GOALS[key] else f"MISSED by {r['MAE'] - GOALS[key]:,.0f}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -99,7 +100,9 @@ def serve(args, target) -> None:
     endpoint = target.deploy(model, flow.stamped(print, "serve"))[0]
     print(f"serving {model.name}:{model.version} ({model.metric}={model.value:,.6g}); Ctrl-C stops it")
     print(f"  scoring URL: {endpoint.scoring_uri}\n  Swagger:     {endpoint.swagger_uri}")
-    print(f"  try: curl -s {endpoint.scoring_uri} -H 'Content-Type: application/json' -d @{SAMPLE_REQUEST.relative_to(Path.cwd()) if SAMPLE_REQUEST.is_relative_to(Path.cwd()) else SAMPLE_REQUEST}")
+    print(f"  try: curl -s {endpoint.scoring_uri} -H 'Content-Type: application/json' -d @{SAMPLE_REQUEST}")
+    # a service manager's SIGTERM, like Ctrl-C, unwinds through main() so the server is stopped too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
         target.servers[0].wait()
 

@@ -165,6 +165,8 @@ class Trial:
     status: str = "Running"
     metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str | None = None
+    error: str | None = None
+    log: Path | None = None
 
 
 class LocalServer:
@@ -421,6 +423,33 @@ class LocalTarget:
         report(f"completed: {_shown(metrics)}")
         return JobResult(job, run_id, "Completed", metrics=metrics, model_uri=model_uri, log=str(log_path))
 
+    def _run_trial(self, trial: Trial, spec: dict, inputs: dict, sweep_dir: Path, metric: str, bandit, report: Report):
+        """Run one trial to its end, or until the bandit policy stops it; sets the trial's outcome."""
+        run_dir = sweep_dir / f"trial-{trial.number}"
+
+        def history() -> list[float]:
+            return [m.value for m in sorted(self.client.get_metric_history(trial.run_id, metric), key=lambda m: m.step)]
+
+        values = {"inputs": inputs, "search_space": {name: str(value) for name, value in trial.params.items()}}
+        try:
+            code, log_path = self._execute(spec["trial"], spec, values, trial.run_id, run_dir,
+                                           (lambda: bandit.verdict(history())) if bandit else None)  # fmt: skip
+        except _Stopped as stopped:
+            trial.status = "Canceled"
+            self.client.set_terminated(trial.run_id, "KILLED")
+            report(f"trial {trial.number} stopped by the bandit policy: {stopped}")
+        else:
+            if code != 0:
+                trial.status, trial.error, trial.log = "Failed", f"exit code {code}", log_path
+                self.client.set_terminated(trial.run_id, "FAILED")
+                report(f"trial {trial.number} failed with exit code {code} (log: {log_path})")
+                return
+            trial.metrics, trial.model_uri = self._finish(trial.run_id, run_dir)
+            trial.status = "Completed"
+            report(f"trial {trial.number} completed: {_shown(trial.metrics)}")
+        if bandit:
+            bandit.record(history())
+
     def _run_sweep(self, job: Job, spec: dict, report: Report) -> JobResult:
         objective = spec.get("objective") or {}
         metric, goal = objective.get("primary_metric"), str(objective.get("goal", "minimize"))
@@ -437,7 +466,6 @@ class LocalTarget:
         inputs = self._inputs(spec)
         rng = random.Random(self.seed)
         trials: list[Trial] = []
-        failures: list[tuple[Trial, int, Path]] = []
         report(f"sweep as MLflow run {parent}: {budget} trial(s), objective {goal} {metric}")
         for number in range(1, budget + 1):
             params = sample(spec.get("search_space") or {}, rng, self.fixed)
@@ -445,42 +473,16 @@ class LocalTarget:
                 spec.get("experiment_name", job.key), f"{job.key}-trial-{number}",
                 {"mlflow.parentRunId": parent, "job": job.key, "trial": str(number)},
             )  # fmt: skip
-            trial = Trial(number, params, run_id)
-            trials.append(trial)
-            run_dir = self.work_dir / "runs" / job.key / parent / f"trial-{number}"
+            trials.append(Trial(number, params, run_id))
             report(f"trial {number}/{budget} ({run_id}): {_shown(params)}")
-            history = lambda: [m.value for m in sorted(self.client.get_metric_history(run_id, metric), key=lambda m: m.step)]  # noqa: E731
-            watch = (lambda: bandit.verdict(history())) if bandit else None
-            try:
-                code, log_path = self._execute(
-                    spec["trial"], spec, {"inputs": inputs, "search_space": {k: str(v) for k, v in params.items()}},
-                    run_id, run_dir, watch,
-                )  # fmt: skip
-            except _Stopped as stopped:
-                trial.status = "Canceled"
-                self.client.set_terminated(run_id, "KILLED")
-                report(f"trial {number} stopped by the bandit policy: {stopped}")
-                if bandit:
-                    bandit.record(history())
-                continue
-            if code != 0:
-                trial.status = "Failed"
-                failures.append((trial, code, log_path))
-                self.client.set_terminated(run_id, "FAILED")
-                report(f"trial {number} failed with exit code {code} (log: {log_path})")
-                continue
-            trial.metrics, trial.model_uri = self._finish(run_id, run_dir)
-            trial.status = "Completed"
-            if bandit:
-                bandit.record(history())
-            report(f"trial {number} completed: {_shown(trial.metrics)}")
+            self._run_trial(trials[-1], spec, inputs, self.work_dir / "runs" / job.key / parent, metric, bandit, report)
         completed = [t for t in trials if t.status == "Completed" and metric in t.metrics]
         if not completed:
             self.client.set_terminated(parent, "FAILED")
-            if failures:
-                trial, code, log_path = failures[-1]
-                return JobResult(job, parent, "Failed", error=f"no trial completed; trial {trial.number} exit code {code}",
-                                 log=f"{log_path}\n{tail(log_path)}")  # fmt: skip
+            failed = [t for t in trials if t.status == "Failed"]
+            if failed:
+                return JobResult(job, parent, "Failed", error=f"no trial completed; trial {failed[-1].number} {failed[-1].error}",
+                                 log=f"{failed[-1].log}\n{tail(failed[-1].log)}")  # fmt: skip
             return JobResult(job, parent, "Failed", error=f"no trial completed with a {metric} (all stopped early)")
         pick = min if goal.lower() == "minimize" else max
         best = pick(completed, key=lambda t: t.metrics[metric])

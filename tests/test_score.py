@@ -3,9 +3,9 @@ train.py trains on small generated housing data: predictions, every malformed re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -18,33 +18,49 @@ import pytest
 from jobs.local import LocalServer
 from tests.housing_sample import housing_frame, request_records
 
-ROOT = Path(__file__).resolve().parents[1]
+SRC = Path(__file__).resolve().parents[1] / "jobs" / "src"
 MAX_ROWS = 50
 
 
 @pytest.fixture(scope="module")
 def model_root(tmp_path_factory) -> Path:
-    """AZUREML_MODEL_DIR as Azure ML lays it out: <root>/<name>/<version>/model/MLmodel."""
+    """AZUREML_MODEL_DIR as Azure ML lays it out: <root>/<name>/<version>/model/MLmodel, from train.py
+    (in-process: the test already imports what it needs)."""
+    sys.path.insert(0, str(SRC))
+    import train
+
     work = tmp_path_factory.mktemp("score")
     data = work / "housing.csv"
     housing_frame(400).to_csv(data, index=False)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": (work / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
-    output = work / "housing-regressor" / "1"
-    subprocess.run(
-        [sys.executable, "train.py", "--data", str(data), "--target", "median_house_value", "--task", "regression",
-         "--output", str(output), "--n-estimators", "40"],
-        cwd=ROOT / "jobs" / "src", env=env, check=True, capture_output=True,
-    )  # fmt: skip
+    previous = mlflow.get_tracking_uri()
+    with _environment(MLFLOW_ALLOW_FILE_STORE="true"):
+        mlflow.set_tracking_uri((work / "mlruns").as_uri())
+        try:
+            train.main(["--data", str(data), "--target", "median_house_value", "--task", "regression",
+                        "--output", str(work / "housing-regressor" / "1"), "--n-estimators", "40"])  # fmt: skip
+        finally:
+            mlflow.set_tracking_uri(previous)
     return work
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    os.environ["SCORE_MAX_ROWS"] = str(MAX_ROWS)  # the server process inherits it
-    try:
+    with _environment(SCORE_MAX_ROWS=str(MAX_ROWS)):  # the server process inherits it
         running = LocalServer(model_root, 0, tmp_path_factory.mktemp("logs") / "server.log", workers=1).start()
-    finally:
-        del os.environ["SCORE_MAX_ROWS"]
     yield running
     running.stop()
 

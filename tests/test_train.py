@@ -81,7 +81,9 @@ def mlp(tracking, housing_csv, tmp_path_factory) -> Path:
 
 
 def last_run(client: mlflow.MlflowClient, model: str):
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"params.model = '{model}'", output_format="list")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"params.model = '{model}'", output_format="list"
+    )
     assert runs, f"no MLflow run with params.model = {model}"
     return client.get_run(runs[0].info.run_id)
 

@@ -11,6 +11,7 @@ import os
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 
 
 class KerasRegressor(mlflow.pyfunc.PythonModel):
@@ -38,7 +39,7 @@ class KerasRegressor(mlflow.pyfunc.PythonModel):
 
         self.network = keras.saving.load_model(context.artifacts["network"], compile=False)
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         inputs = np.asarray(self.features.transform(model_input), dtype="float32")
         return self.from_network(np.asarray(self.network.predict_on_batch(inputs)))
 

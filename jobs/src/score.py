@@ -131,16 +131,15 @@ class FastPipeline:
 
     Data flows as a dict of column arrays. Steps before the ColumnTransformer run as they are: through
     their `transform_columns` when they have one (tabular.DerivedFeatures), else on a DataFrame. The
-    ColumnTransformer becomes numpy: numeric blocks of SimpleImputer/StandardScaler by their fitted statistics, one-column
-    categorical blocks by a lookup table built from the block's own transform of every known category.
-    A LightGBM model (possibly inside a TransformedTargetRegressor) predicts from its booster. Built only
-    when every step is covered; init() then checks it against the pipeline before using it.
+    ColumnTransformer becomes numpy: numeric blocks of SimpleImputer/StandardScaler by their fitted
+    statistics, one-column categorical blocks by a lookup table built from the block's own transform of
+    every known category. A LightGBM model (possibly inside a TransformedTargetRegressor) predicts from
+    its booster. Built only when every step is covered; init() then checks it against the pipeline.
     """
 
-    def __init__(self, pipeline, schema: Schema):
+    def __init__(self, pipeline):
         from sklearn.compose import ColumnTransformer
 
-        self.schema = schema
         steps = _flatten(pipeline)
         *transformers, self.predictor = steps
         split = next((i for i, step in enumerate(transformers) if isinstance(step, ColumnTransformer)), None)
@@ -192,16 +191,16 @@ def _flatten(estimator) -> list:
     from sklearn.pipeline import Pipeline
 
     if isinstance(estimator, Pipeline):
-        return [step for _, inner in estimator.steps for step in _flatten(inner) if inner != "passthrough"]
+        return [step for _, inner in estimator.steps if inner not in (None, "passthrough") for step in _flatten(inner)]
     return [estimator]
 
 
 def _fitted_blocks(column_transformer):
     for _, transformer, names in column_transformer.transformers_:
-        if isinstance(transformer, str) and transformer == "drop" or len(names) == 0:
+        if transformer == "drop" or len(names) == 0:
             continue
-        if isinstance(transformer, str):
-            raise TypeError(f"{transformer!r} columns are not covered")
+        if transformer == "passthrough":
+            raise TypeError("passthrough columns are not covered")
         yield transformer, list(names)
 
 
@@ -259,10 +258,15 @@ def _categories(transformer) -> list:
 def _matrix_predictor(predictor):
     from lightgbm import LGBMRegressor
     from sklearn.compose import TransformedTargetRegressor
+    from sklearn.preprocessing import FunctionTransformer
 
     inverse = None
     if isinstance(predictor, TransformedTargetRegressor):
-        inverse, predictor = predictor.transformer_, predictor.regressor_
+        transformer, predictor = predictor.transformer_, predictor.regressor_
+        if type(transformer) is FunctionTransformer and transformer.inverse_func and not transformer.inv_kw_args:
+            inverse = transformer.inverse_func  # elementwise (np.expm1, say): no need for its 2-D validation
+        else:
+            inverse = lambda values: transformer.inverse_transform(values.reshape(-1, 1)).ravel()  # noqa: E731
     if not isinstance(predictor, LGBMRegressor):
         raise TypeError(f"{type(predictor).__name__} is not covered")
     booster = predictor.booster_
@@ -270,7 +274,7 @@ def _matrix_predictor(predictor):
     def predict(matrix):
         # one thread: each server worker handles one request at a time
         values = booster.predict(matrix, num_threads=1)
-        return values if inverse is None else inverse.inverse_transform(values.reshape(-1, 1)).ravel()
+        return values if inverse is None else inverse(values)
 
     return predict
 
@@ -303,13 +307,17 @@ class Scorer:
 
     def _checked_fast_path(self) -> FastPipeline | None:
         try:
-            fast = FastPipeline(self.model, self.schema)
+            fast = FastPipeline(self.model)
         except TypeError as why:
             log.info("no fast path for this model (%s); scoring with its own predict", why)
             return None
         probes = self.schema.to_columns(self._probe_records())
         expected = np.asarray(self.model.predict(self._frame(probes)))
-        got = fast.predict(probes)
+        try:
+            got = fast.predict(probes)
+        except Exception:  # noqa: BLE001  (any failure only means: no fast path)
+            log.exception("fast path failed on the probe records; scoring with the model's own predict")
+            return None
         if not np.array_equal(expected, got):
             log.warning("fast path disagrees with the model's predict; scoring with its own predict")
             return None

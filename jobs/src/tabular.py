@@ -46,7 +46,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     with path.open(newline="") as handle:
-        delimiter = csv.Sniffer().sniff(handle.readline(), delimiters=",;\t|").delimiter
+        try:
+            delimiter = csv.Sniffer().sniff(handle.readline(), delimiters=",;\t|").delimiter
+        except csv.Error:  # one column: nothing to sniff
+            delimiter = ","
     frame = pd.read_csv(path, sep=delimiter)
     integers = frame.select_dtypes("integer").columns
     return frame.astype(dict.fromkeys(integers, "float64"))
@@ -102,6 +105,7 @@ class DerivedFeatures(BaseEstimator, TransformerMixin):
         X = pd.DataFrame(X)
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         numeric = X.select_dtypes("number")
+        self.numeric_ = list(numeric.columns)
         self.ratios_ = {name: parts for name, parts in RATIOS.items() if set(parts) <= set(numeric.columns)}
         self.skewed_ = [c for c in numeric.columns if numeric[c].min() >= 0 and numeric[c].skew() > 1]
         lowered = {c.lower(): c for c in numeric.columns}
@@ -151,16 +155,17 @@ class DerivedFeatures(BaseEstimator, TransformerMixin):
 
     def _columns(self, X, statistics: np.ndarray | None) -> dict[str, np.ndarray]:
         """The output columns from a frame or a mapping of column arrays."""
-        columns = {c: np.asarray(X[c]) for c in self.feature_names_in_}
+        # numeric columns stay numeric when a request has only nulls in one (an object column)
+        number = {c: np.asarray(X[c], dtype=float) for c in self.numeric_}
+        columns = {c: number[c] if c in number else np.asarray(X[c]) for c in self.feature_names_in_}
         rows = len(columns[self.feature_names_in_[0]])
-        number = {c: np.asarray(X[c], dtype=float) for parts in self.ratios_.values() for c in parts}
         for name, (a, b) in self.ratios_.items():
             denominator = number[b]
             columns[name] = np.divide(number[a], denominator, out=np.full(rows, np.nan), where=denominator != 0)
         for c in self.skewed_:
-            columns[f"log_{c}"] = np.log1p(np.clip(np.asarray(X[c], dtype=float), 0, None))
+            columns[f"log_{c}"] = np.log1p(np.clip(number[c], 0, None))
         if self.coordinates_ is not None:
-            latitude, longitude = (np.asarray(X[c], dtype=float) for c in self.coordinates_)
+            latitude, longitude = (number[c] for c in self.coordinates_)
             for degrees in ROTATIONS_DEGREES:
                 radians = np.deg2rad(degrees)
                 columns[f"rotated_{degrees}"] = longitude * np.cos(radians) + latitude * np.sin(radians)
@@ -246,9 +251,18 @@ def classification_metrics(y_true, probabilities: np.ndarray, classes) -> dict[s
 def pinned(*packages: str) -> list[str]:
     """The installed versions of `packages` as pip pins: a model's requirements, stated rather than
     inferred (inference imports the model in a subprocess, slow, and picks up whatever is installed)."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{package}=={version(package).split('+')[0]}" for package in packages]
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            if package != "mlflow":
+                raise
+            # Azure ML training environments carry mlflow-skinny: azureml-mlflow caps it at 3.15
+            return version("mlflow-skinny")
+
+    return [f"{package}=={installed(package).split('+')[0]}" for package in packages]
 
 
 def write_results(output: Path, metrics: dict[str, float]) -> None:

@@ -10,7 +10,9 @@ provides one; locally MLFLOW_TRACKING_URI and MLFLOW_RUN_ID choose it).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -42,9 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", required=True, help="the column to predict")
     parser.add_argument("--task", required=True, choices=tabular.TASKS)
     parser.add_argument("--output", required=True, type=Path, help="folder for the model, metrics and plots")
-    parser.add_argument("--n-estimators", type=int, default=1500)
-    parser.add_argument("--learning-rate", type=float, default=0.03)
-    parser.add_argument("--num-leaves", type=int, default=63)
+    parser.add_argument("--n-estimators", type=int, default=1000)
+    parser.add_argument("--learning-rate", type=float, default=0.04)
+    parser.add_argument("--num-leaves", type=int, default=31)
     return parser.parse_args(argv)
 
 
@@ -59,9 +61,9 @@ def build_model(args: argparse.Namespace, log_target: bool) -> Pipeline:
         colsample_bytree=0.7,
         reg_lambda=1.0,
         random_state=tabular.SEED,
-        # OpenMP's default: every core, or OMP_NUM_THREADS (set it to 1 when processes share the cores:
-        # OpenMP threads spinning for a busy core make training several times slower)
-        n_jobs=None,
+        # every physical core, unless OMP_NUM_THREADS says otherwise: set it to 1 where other processes
+        # keep the cores busy (OpenMP threads spinning for a busy core make training several times slower)
+        n_jobs=int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
         verbose=-1,
     )
     if args.task == "classification":
@@ -144,4 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:  # bad data or arguments: the message says which
+        sys.exit(f"train.py: error: {error}")

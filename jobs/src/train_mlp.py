@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -170,4 +171,7 @@ def save(model: keras_model.KerasRegressor, network: keras.Model, example, path:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:  # bad data or arguments: the message says which
+        sys.exit(f"train_mlp.py: error: {error}")
