@@ -23,7 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jobs import azure_assets, azure_entities, flow  # noqa: E402
+from jobs import azure_assets, flow  # noqa: E402
 from jobs.azure_target import POLL_SECONDS, AzureTarget  # noqa: E402
 from tests.azure_fake import FakeWorkspace, Simulation  # noqa: E402
 from tests.housing_sample import housing_frame  # noqa: E402
@@ -117,7 +117,7 @@ def main() -> None:
         )
         azure_assets.tabular()  # process start-up (sklearn's import), as azure-ai-ml's, is not the stage's time
         started = time.perf_counter()
-        flow.run(target, azure_entities.sample_request(), report=REPORT)
+        flow.run(target, flow.load_request(), report=REPORT)
         wall = time.perf_counter() - started
 
     stepped = sum(latency[op] * count for op, count in simulation.calls.items()) + sum(job_seconds.values())

@@ -230,9 +230,9 @@ class _Reader:
         return _Reader(value, lambda sub: f"{prefix}.{sub}", self.problems)
 
     def unknown(self) -> None:
-        for field in sorted(set(self.values) - self.read):
+        for name in sorted(set(self.values) - self.read):
             self.problems.append(
-                f"{self.key_of(field)} is not a known setting; known: {', '.join(sorted(self.read))}"
+                f"{self.key_of(name)} is not a known setting; known: {', '.join(sorted(self.read))}"
             )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from infra.settings import PROJECT, stack_tags
+from infra.settings import PROJECT
 
 PROTECT_KEY = f"{PROJECT}:protect"
 # prod is protected whatever its config file says: a missing or mistyped key must not unprotect it

@@ -51,7 +51,7 @@ def dry_run(outputs: Mapping[str, str | None], data_dir: Path | None = None) -> 
         model_uri="azureml://jobs/<the winner's best run>/outputs/results/paths/model/",
     )
     documents.append(("model: registered from the winner once the jobs ran; version N", azure_entities.model_entity(placeholder, "N")))
-    model = RegisteredModel(azure_entities.MODEL_NAME, "N", flow.HOLDOUT_METRIC, float("nan"), placeholder.run_name)
+    model = RegisteredModel(flow.MODEL_NAME, "N", flow.HOLDOUT_METRIC, float("nan"), placeholder.run_name)
     for kind in azure_entities.ENDPOINT_KINDS:
         documents.append((f"{kind} online endpoint", azure_entities.endpoint_entity(kind, outputs)))
         deployment = azure_entities.deployment_entity(kind, outputs, model, assets)
@@ -71,7 +71,7 @@ def target(outputs: Mapping[str, str | None], data_dir: Path | None = None, cred
 def deploy(azure: AzureTarget, version: str | None = None, report: Report = print) -> list[Endpoint]:
     """Roll out a registered version of the model (default: the latest) to both endpoints."""
     azure.prepare(flow.stamped(report, "assets"), data=False)  # the inference environment the deployments pin
-    name = azure_entities.MODEL_NAME
+    name = flow.MODEL_NAME
     try:
         model = azure.ml_client.models.get(name, version=version) if version else azure.ml_client.models.get(name, label="latest")
     except ResourceNotFoundError:
@@ -85,7 +85,7 @@ def deploy(azure: AzureTarget, version: str | None = None, report: Report = prin
 
 def invoke(azure: AzureTarget, request_file: Path | None = None, report: Report = print) -> dict[str, list]:
     """Score a request (default: the sample) on both endpoints through their live traffic split."""
-    payload = json.loads(Path(request_file).read_text()) if request_file else azure_entities.sample_request()
+    payload = flow.load_request(request_file)
     predictions = {}
     for kind, key in azure_entities.ENDPOINT_KINDS.items():
         try:

@@ -8,7 +8,6 @@ outputs and every asset the stage registers is pinned to the version registered 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import subprocess
@@ -29,11 +28,9 @@ from azure.ai.ml.entities import (
 
 from infra import outputs as keys
 from jobs.azure_assets import Asset, digest_folder, digest_text
-from jobs.flow import HOLDOUT_METRIC, SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
+from jobs.flow import HOLDOUT_METRIC, MODEL_NAME, SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
 
 ENDPOINTS_DIR = SPECS_DIR / "endpoints"
-SAMPLE_REQUEST = SPECS_DIR / "sample-request.json"
-MODEL_NAME = "housing-regressor"
 # the compute placeholders the job specs use -> the output naming that compute
 COMPUTE_PLACEHOLDERS = {"cpu-cluster": keys.CPU_CLUSTER, "gpu-cluster": keys.GPU_CLUSTER}
 # endpoint kind -> the output naming the endpoint
@@ -142,13 +139,6 @@ def model_entity(best: JobResult, version: str) -> Model:
             "git_commit": git_commit(),
         },
     )
-
-
-def sample_request() -> dict:
-    """The request the rollout smoke-tests each new deployment with."""
-    if not SAMPLE_REQUEST.is_file():
-        raise FlowError(f"sample request not found: {SAMPLE_REQUEST}")
-    return json.loads(SAMPLE_REQUEST.read_text())
 
 
 def _spec(kind: str, role: str) -> Path:

@@ -17,7 +17,18 @@ from infra import outputs as keys
 from jobs import azure_assets, azure_entities
 from jobs.azure_assets import Asset
 from jobs.azure_rollout import roll_out, score
-from jobs.flow import HOLDOUT_METRIC, SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report
+from jobs.flow import (
+    HOLDOUT_METRIC,
+    MODEL_NAME,
+    SPECS_DIR,
+    Endpoint,
+    FlowError,
+    Job,
+    JobResult,
+    RegisteredModel,
+    Report,
+    load_request,
+)
 
 POLL_SECONDS = 30.0
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -243,7 +254,7 @@ class AzureTarget:
     # -- model and endpoints --------------------------------------------------------------------
     def register_model(self, best: JobResult) -> RegisteredModel:
         """The winner as an MLflow model; an unchanged re-run finds the version already made from this job."""
-        versions = list(self.ml_client.models.list(name=azure_entities.MODEL_NAME))
+        versions = list(self.ml_client.models.list(name=MODEL_NAME))
         same = [m for m in versions if (m.tags or {}).get("source_job") == best.run_name]
         if same:
             model = same[0]
@@ -254,7 +265,7 @@ class AzureTarget:
         return RegisteredModel(model.name, str(model.version), HOLDOUT_METRIC, best.metrics[HOLDOUT_METRIC], best.run_name)
 
     def deploy(self, model: RegisteredModel, report: Report) -> list[Endpoint]:
-        payload = azure_entities.sample_request()
+        payload = load_request()
         return in_parallel(
             [
                 lambda kind=kind: roll_out(

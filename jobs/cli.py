@@ -20,7 +20,6 @@ import yaml
 from jobs import flow
 from jobs.flow import JOBS, FlowError
 
-SAMPLE_REQUEST = flow.SPECS_DIR / "sample-request.json"
 AZURE_ONLY = ("deploy", "status")
 
 
@@ -82,16 +81,8 @@ def make_target(args: argparse.Namespace, resources: contextlib.ExitStack):
     return target
 
 
-def load_request(path: Path | None) -> dict:
-    path = path or SAMPLE_REQUEST
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise FlowError(f"cannot read the request {path}: {error}") from None
-
-
 def run(args, target) -> None:
-    summary = flow.run(target, load_request(None))
+    summary = flow.run(target, flow.load_request())
     print(summary.table())
 
 
@@ -100,7 +91,7 @@ def serve(args, target) -> None:
     endpoint = target.deploy(model, flow.stamped(print, "serve"))[0]
     print(f"serving {model.name}:{model.version} ({model.metric}={model.value:,.6g}); Ctrl-C stops it")
     print(f"  scoring URL: {endpoint.scoring_uri}\n  Swagger:     {endpoint.swagger_uri}")
-    print(f"  try: curl -s {endpoint.scoring_uri} -H 'Content-Type: application/json' -d @{SAMPLE_REQUEST}")
+    print(f"  try: curl -s {endpoint.scoring_uri} -H 'Content-Type: application/json' -d @{flow.SAMPLE_REQUEST}")
     # a service manager's SIGTERM, like Ctrl-C, unwinds through main() so the server is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
@@ -126,7 +117,7 @@ def invoke(args, target) -> None:
         return
     from jobs.local import invoke as post
 
-    print(json.dumps(post(args.url, load_request(args.file))))
+    print(json.dumps(post(args.url, flow.load_request(args.file))))
 
 
 def deploy(args, target) -> None:

@@ -6,6 +6,7 @@ differs between them lives behind the protocol below.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 SPECS_DIR = Path(__file__).parent / "specs"
+# the request each target calls its endpoints with, and each rollout smoke-tests with
+SAMPLE_REQUEST = SPECS_DIR / "sample-request.json"
 
 # the regression candidates are compared on this metric, computed on the same held-out split
 HOLDOUT_METRIC = "MAE"
@@ -96,6 +99,15 @@ class Target(Protocol):
 
 class FlowError(RuntimeError):
     """A step failed; the message names what failed and where to look."""
+
+
+def load_request(path: Path | None = None) -> dict:
+    """A scoring request: the file given, or the sample request."""
+    path = Path(path or SAMPLE_REQUEST)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise FlowError(f"cannot read the request {path}: {error}") from None
 
 
 @dataclass

@@ -13,7 +13,7 @@ from jobs import azure_commands, cli
 from jobs.azure_target import AzureTarget
 from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
 from tests.stack_harness import run_stack
-from tests.test_azure_stage import OUTPUTS, data_dir  # noqa: F401  (a fixture)
+from tests.test_azure_stage import OUTPUTS
 
 
 def use(workspace: FakeWorkspace, monkeypatch) -> FakeWorkspace:
@@ -94,7 +94,7 @@ def test_authentication_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
     [
         (Simulation(failing_jobs=("housing-automl-regression",)), "job housing-automl-regression (housing-automl-regression-"),
         (Simulation(failing_deployments=("managed",)), f"on endpoint {OUTPUTS[keys.MANAGED_ENDPOINT]} failed"),
-        (Simulation(broken_scoring=("kubernetes",)), f"smoke test of deployment v1-"),
+        (Simulation(broken_scoring=("kubernetes",)), "smoke test of deployment v1-"),
     ],
     ids=["failed job", "failed deployment", "failed smoke test"],
 )

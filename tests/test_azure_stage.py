@@ -3,15 +3,12 @@ in-memory workspace (tests/azure_fake.py) that records every entity sent."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from infra import outputs as keys
-from jobs import azure_assets, azure_entities, flow
+from jobs import flow
 from jobs.azure_target import AzureTarget, connect
 from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
-from tests.housing_sample import housing_frame
 
 OUTPUTS = {
     keys.SUBSCRIPTION_ID: "00000000-0000-4000-8000-000000000001",
@@ -31,23 +28,6 @@ OUTPUTS = {
 }
 
 
-@pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    """Small generated versions of the catalog's files (the real ones are not needed here)."""
-    monkeypatch.setattr(azure_assets, "WORK_DIR", tmp_path / "work")
-    rng = np.random.default_rng(0)
-    rows = 60
-    housing = housing_frame(rows)
-    bank = pd.DataFrame(
-        {"age": rng.integers(18, 90, rows), "job": rng.choice(["admin.", "technician"], rows), "y": ["yes", "no"] * (rows // 2)}
-    )
-    folder = tmp_path / "data"
-    folder.mkdir()
-    housing.to_csv(folder / "housing.csv", index=False)
-    bank.to_csv(folder / "bank-marketing.csv", index=False, sep=";")
-    return folder
-
-
 def stage(data_dir, sim: Simulation | None = None, outputs=OUTPUTS, workspace: FakeWorkspace | None = None):
     workspace = workspace or FakeWorkspace(sim)
     client = workspace.client(outputs)
@@ -56,7 +36,7 @@ def stage(data_dir, sim: Simulation | None = None, outputs=OUTPUTS, workspace: F
 
 def run(target) -> tuple[flow.Summary, list[str]]:
     lines: list[str] = []
-    summary = flow.run(target, azure_entities.sample_request(), lines.append)
+    summary = flow.run(target, flow.load_request(), lines.append)
     return summary, lines
 
 

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from jobs import flow
-from jobs.cli import SAMPLE_REQUEST, load_request, main
+from jobs.cli import main
+from jobs.flow import SAMPLE_REQUEST, load_request
 from jobs.flow import JOBS, MODEL_NAME, FlowError
 from jobs.local import Bandit, LocalTarget, render, sample
 from tests.housing_sample import housing_frame
@@ -29,7 +30,7 @@ def local_run(data_dir, tmp_path_factory):
     lines: list[str] = []
     target = LocalTarget(data_dir, tmp_path_factory.mktemp("work"), trials=1, fixed={"epochs": 2}, workers=1)
     try:
-        summary = flow.run(target, load_request(None), lines.append)
+        summary = flow.run(target, load_request(), lines.append)
         yield target, summary, lines
     finally:
         target.close()
@@ -54,9 +55,9 @@ def test_local_flow_runs_the_jobs_and_serves_the_best_model(local_run):
     [endpoint] = summary.endpoints
     predictions = summary.predictions[endpoint.name]
     # house values from the served model (tests/test_score.py holds them equal to the pipeline's predict)
-    assert len(predictions) == len(load_request(None)["data"])
+    assert len(predictions) == len(load_request()["data"])
     assert all(10_000 < value < 2_000_000 for value in predictions) and predictions[0] != predictions[1]
-    assert target.invoke(endpoint, {"data": load_request(None)["data"][:1]}) == predictions[:1]
+    assert target.invoke(endpoint, {"data": load_request()["data"][:1]}) == predictions[:1]
 
     table = summary.table()
     assert f"{MODEL_NAME}:{summary.model.version}" in table and endpoint.scoring_uri in table

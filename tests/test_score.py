@@ -3,9 +3,7 @@ train.py trains on small generated housing data: predictions, every malformed re
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -33,7 +31,8 @@ def model_root(tmp_path_factory) -> Path:
     data = work / "housing.csv"
     housing_frame(400).to_csv(data, index=False)
     previous = mlflow.get_tracking_uri()
-    with _environment(MLFLOW_ALLOW_FILE_STORE="true"):
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri((work / "mlruns").as_uri())
         try:
             train.main(["--data", str(data), "--target", "median_house_value", "--task", "regression",
@@ -43,23 +42,10 @@ def model_root(tmp_path_factory) -> Path:
     return work
 
 
-@contextlib.contextmanager
-def _environment(**values):
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
 @pytest.fixture(scope="module")
 def server(model_root, tmp_path_factory):
-    with _environment(SCORE_MAX_ROWS=str(MAX_ROWS)):  # the server process inherits it
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("SCORE_MAX_ROWS", str(MAX_ROWS))  # the server process inherits it
         running = LocalServer(model_root, 0, tmp_path_factory.mktemp("logs") / "server.log", workers=1).start()
     yield running
     running.stop()

@@ -40,19 +40,14 @@ def tracking(tmp_path_factory):
     """A private MLflow tracking store and experiment for this module's runs. A file store: creating a
     SQLite one runs MLflow's schema migrations, seconds that test nothing of ours."""
     folder = tmp_path_factory.mktemp("mlflow")
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_ID")}
     previous_uri = mlflow.get_tracking_uri()
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    mlflow.set_tracking_uri(folder.as_uri())
-    client = mlflow.MlflowClient()
-    os.environ["MLFLOW_EXPERIMENT_ID"] = client.create_experiment("training-tests")
-    yield client
-    mlflow.set_tracking_uri(previous_uri)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        mlflow.set_tracking_uri(folder.as_uri())
+        client = mlflow.MlflowClient()
+        environment.setenv("MLFLOW_EXPERIMENT_ID", client.create_experiment("training-tests"))
+        yield client
+        mlflow.set_tracking_uri(previous_uri)
 
 
 @pytest.fixture(scope="module")
