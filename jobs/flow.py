@@ -123,12 +123,12 @@ class Summary:
         for result in self.results:
             metric = result.primary_metric or HOLDOUT_METRIC
             value = result.metrics.get(metric)
-            shown = f"{metric}={value:,.4g}" if value is not None else "-"
+            shown = f"{metric}={value:,.6g}" if value is not None else "-"
             won = result.run_name == self.model.source_run
             model = f"{self.model.name}:{self.model.version}" if won else "-"
             urls = ", ".join(e.scoring_uri for e in self.endpoints) if won else "-"
             rows.append((result.job.key, shown, model, urls))
-        rows += [(key, "skipped", reason, "-") for key, reason in self.skipped.items()]
+        rows += [(key, "not run", "-", reason) for key, reason in self.skipped.items()]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         return "\n".join(
             "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
@@ -175,7 +175,7 @@ def run(target: Target, payload: dict, report: Report = print, jobs: tuple[Job, 
     target.prepare(stamped(report, "assets"))
     results, skipped = run_jobs(target, jobs, report)
     best = pick_best(results)
-    report(f"best model: {best.job.key} ({HOLDOUT_METRIC}={best.metrics[HOLDOUT_METRIC]:,.4g})")
+    report(f"best model: {best.job.key} ({HOLDOUT_METRIC}={best.metrics[HOLDOUT_METRIC]:,.6g})")
     model = target.register_model(best)
     report(f"registered model {model.name}:{model.version}")
     endpoints = target.deploy(model, stamped(report, "deploy"))

@@ -98,14 +98,14 @@ def test_authentication_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
     ],
     ids=["failed job", "failed deployment", "failed smoke test"],
 )
-def test_failures_exit_non_zero_with_the_message(simulation, message, data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_failures_exit_non_zero_with_the_message(simulation, message, data_dir, tmp_path, capsys, monkeypatch):
     use(FakeWorkspace(simulation), monkeypatch)
     code = cli.main(["run", "--outputs", write_outputs(tmp_path, OUTPUTS), "--data-dir", str(data_dir)])
     assert code == 1
     assert message in capsys.readouterr().err
 
 
-def test_steps_on_their_own(data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_steps_on_their_own(data_dir, tmp_path, capsys, monkeypatch):
     """submit, deploy, invoke and status each work without re-running the rest."""
     workspace = use(FakeWorkspace(), monkeypatch)
     common = ["--outputs", write_outputs(tmp_path, OUTPUTS), "--data-dir", str(data_dir)]
@@ -134,7 +134,7 @@ def test_steps_on_their_own(data_dir, tmp_path, capsys, monkeypatch):  # noqa: F
     assert "traffic {'v1-" in printed
 
 
-def test_steps_name_what_is_missing(data_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_steps_name_what_is_missing(data_dir, tmp_path, capsys, monkeypatch):
     use(FakeWorkspace(), monkeypatch)
     common = ["--outputs", write_outputs(tmp_path, OUTPUTS), "--data-dir", str(data_dir)]
     assert cli.main(["deploy", *common]) == 1

@@ -193,3 +193,26 @@ def test_endpoint_spec_validates(path):
     code = deployment.code_configuration
     assert code is not None, f"{path.name}: no code_configuration, so no scoring script"
     assert (path.parent / code.code / code.scoring_script).is_file(), f"{path.name}: scoring script not found"
+
+
+KUBERNETES_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti)?")
+QUANTITY_UNITS = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(text: str) -> float:
+    number, unit = KUBERNETES_QUANTITY.fullmatch(str(text)).groups()
+    return float(number) * QUANTITY_UNITS[unit]
+
+
+@pytest.mark.parametrize("stack", sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")))
+def test_kubernetes_deployment_fits_the_stacks_instance_type(stack):
+    """The scoring pod's requests and limits must fit the instance type the stack attaches."""
+    from infra.stacks import stack_config
+
+    instance_type = stack_config(stack, ROOT)["azureml-platform:inference"]["instanceType"]
+    resources = read(SPECS_DIR / "endpoints" / "kubernetes-deployment.yml")["resources"]
+    for kind in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            wanted = quantity(resources[kind][resource])
+            allowed = quantity(instance_type[f"{resource}{kind[:-1].capitalize()}"])
+            assert wanted <= allowed, f"{kind}.{resource} {resources[kind][resource]} exceeds {stack}'s {instance_type['name']}"
