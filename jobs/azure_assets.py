@@ -23,10 +23,10 @@ from azure.ai.ml import load_environment
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Data, Environment
 
+from jobs.catalog import CATALOG, CatalogEntry, read_catalog
 from jobs.flow import FlowError
 
 JOBS_DIR = Path(__file__).parent
-CATALOG = JOBS_DIR / "data-catalog.yml"
 ENVIRONMENTS_DIR = JOBS_DIR / "specs" / "environments"
 CODE_DIR = JOBS_DIR / "src"
 # downloaded sources and the MLTable folders built from them (git-ignored)
@@ -62,32 +62,6 @@ def tabular():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    key: str
-    file: str
-    source: str
-    target: str
-    task: str
-    member: str | None = None  # path inside a zip source; nested zips separated by "/"
-
-    @property
-    def is_url(self) -> bool:
-        return self.source.startswith(("https://", "http://"))
-
-
-def read_catalog(path: Path = CATALOG) -> list[CatalogEntry]:
-    entries = yaml.safe_load(path.read_text())
-    fields = ("file", "source", "target", "task")
-    result = []
-    for key, entry in entries.items():
-        missing = [name for name in fields if not entry.get(name)]
-        if missing:
-            raise FlowError(f"{path}: entry {key!r} lacks {', '.join(missing)}")
-        result.append(CatalogEntry(key, *(entry[name] for name in fields), member=entry.get("member")))
-    return result
 
 
 def _extract(archive: bytes, member: str) -> bytes:
@@ -155,7 +129,7 @@ def data_assets(data_dir: Path | None, offline: bool = False) -> list[Asset]:
     `<key>-test-mltable` (the held-out rows train.py and the MLP test on), for AutoML's training_data and
     test_data. A source that is not on this machine while `offline` gets a placeholder path and version."""
     assets = []
-    for entry in read_catalog():
+    for entry in read_catalog().values():
         csv = locate(entry, data_dir, offline)
         description = f"{entry.key} ({entry.task}, target {entry.target!r}) from {entry.source}"
         folders = {}

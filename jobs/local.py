@@ -34,9 +34,9 @@ from pathlib import Path
 
 import yaml
 
+from jobs.catalog import CATALOG, read_catalog
 from jobs.flow import HOLDOUT_METRIC, MODEL_NAME, SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report
 
-CATALOG = SPECS_DIR.parent / "data-catalog.yml"
 SCORING_SCRIPT = SPECS_DIR.parent / "src" / "score.py"
 LOG_TAIL_LINES = 25
 POLL_SECONDS = 0.5
@@ -55,10 +55,6 @@ def load_spec(job: Job) -> dict:
     if not path.is_file():
         raise FlowError(f"job {job.key}: spec not found: {path}")
     return yaml.safe_load(path.read_text())
-
-
-def load_catalog() -> dict:
-    return yaml.safe_load(CATALOG.read_text())
 
 
 def render(command: str, values: dict[str, dict[str, str]]) -> str:
@@ -232,7 +228,7 @@ class LocalTarget:
         self.trials, self.fixed, self.seed, self.port, self.workers = trials, fixed or {}, seed, port, workers
         # LightGBM and PyTorch each use every core: two at once on a small machine run slower than in turn
         self.slots = threading.Semaphore(parallel)
-        self.catalog = load_catalog()
+        self.catalog = read_catalog()
         self.servers: list[LocalServer] = []
         self._client = None
         self._best_trials: dict[str, str] = {}
@@ -343,11 +339,11 @@ class LocalTarget:
         entry = self.catalog.get(asset)
         if entry is None:
             raise FlowError(f"data asset {asset!r} is not in {CATALOG}")
-        path = self.data_dir / entry["file"]
+        path = self.data_dir / entry.file
         if not path.is_file():
             raise FlowError(
-                f"data file {entry['file']} not found in {self.data_dir} (data asset {asset!r}). Download it from "
-                f"{entry['source']} into {self.data_dir}, or point --data-dir at the folder that holds it."
+                f"data file {entry.file} not found in {self.data_dir} (data asset {asset!r}). Download it from "
+                f"{entry.source} into {self.data_dir}, or point --data-dir at the folder that holds it."
             )
         return path
 
