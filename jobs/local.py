@@ -226,7 +226,7 @@ class LocalTarget:
     ):
         self.data_dir, self.work_dir = Path(data_dir).resolve(), Path(work_dir).resolve()
         self.trials, self.fixed, self.seed, self.port, self.workers = trials, fixed or {}, seed, port, workers
-        # LightGBM and PyTorch each use every core: two at once on a small machine run slower than in turn
+        # LightGBM uses every core: a second training process beside it slows both on a small machine
         self.slots = threading.Semaphore(parallel)
         self.catalog = read_catalog()
         self.servers: list[LocalServer] = []
