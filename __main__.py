@@ -8,6 +8,7 @@ from infra.context import StackContext
 from infra.identity import AutomationIdentity, AutomationIdentityArgs
 from infra.inference import InferenceCluster, InferenceClusterArgs
 from infra.naming import Names
+from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.training import TrainingClusters, TrainingClustersArgs
 from infra.workspace import Workspace, WorkspaceArgs
 
@@ -21,8 +22,9 @@ group = resources.ResourceGroup(
 )
 stack = StackContext(settings, names, group.name, tenant_id=client.tenant_id, subscription_id=client.subscription_id)
 platform = Workspace("workspace", WorkspaceArgs(stack))
-training = TrainingClusters("training", TrainingClustersArgs(stack, platform))
-inference = InferenceCluster("inference", InferenceClusterArgs(stack, platform))
+network = PrivateNetwork("network", PrivateNetworkArgs(stack, platform)) if settings.network.isolated else None
+training = TrainingClusters("training", TrainingClustersArgs(stack, platform, network))
+inference = InferenceCluster("inference", InferenceClusterArgs(stack, platform, network))
 automation = AutomationIdentity("automation", AutomationIdentityArgs(stack, platform, owner_object_id=client.object_id))
 
 pulumi.export(outputs.SUBSCRIPTION_ID, client.subscription_id)
@@ -31,10 +33,13 @@ pulumi.export(outputs.RESOURCE_GROUP, group.name)
 pulumi.export(outputs.LOCATION, settings.location)
 pulumi.export(outputs.WORKSPACE, platform.workspace.name)
 pulumi.export(outputs.CPU_CLUSTER, training.cpu.name)
-pulumi.export(outputs.GPU_CLUSTER, training.gpu.name if training.gpu else None)
+if training.gpu is not None:  # never export None: the engine drops it (infra/outputs.py, OPTIONAL)
+    pulumi.export(outputs.GPU_CLUSTER, training.gpu.name)
 pulumi.export(outputs.KUBERNETES_COMPUTE, inference.compute.name)
 pulumi.export(outputs.KUBERNETES_INSTANCE_TYPE, inference.instance_type_name)
 pulumi.export(outputs.KEY_VAULT_URI, platform.key_vault.properties.vault_uri)
+pulumi.export(outputs.STORAGE_ACCOUNT, platform.storage.name)
+pulumi.export(outputs.NETWORK_ISOLATION, "private" if settings.network.isolated else "public")
 pulumi.export(outputs.REGISTRY_LOGIN_SERVER, platform.registry.login_server)
 pulumi.export(outputs.AUTOMATION_CLIENT_ID, automation.application.client_id)
 pulumi.export(outputs.MANAGED_ENDPOINT, names.managed_endpoint)

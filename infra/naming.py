@@ -32,6 +32,12 @@ _ENDPOINT = Rule(
     r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]",
     "3-32 letters, digits and hyphens, starting with a letter",
 )
+# virtual networks, NAT gateways, public IPs, private endpoints
+_NETWORK = Rule(
+    "network resource",
+    r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,62}[A-Za-z0-9_])?",
+    "1-64 letters, digits, '_', '.' and '-', starting with a letter or digit, not ending in '.' or '-'",
+)
 RULES = {
     "resource_group": Rule(
         "resource group", r"[-\w.()]{0,89}[-\w()]", "1-90 letters, digits, '-', '_', '.', '(', ')'; not ending in '.'"
@@ -62,6 +68,13 @@ RULES = {
     "managed_endpoint": _ENDPOINT,
     "kubernetes_endpoint": _ENDPOINT,
     "automation_app": Rule("Entra application display name", r".{1,120}", "1-120 characters"),
+    "aks_identity": Rule(
+        "user-assigned identity", r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}", "3-128 letters, digits, '-' and '_', starting with one"
+    ),
+    "virtual_network": _NETWORK,
+    "nat_gateway": _NETWORK,
+    "nat_public_ip": _NETWORK,
+    "private_endpoint_prefix": _NETWORK,
 }
 
 
@@ -88,6 +101,19 @@ class Names:
     managed_endpoint: str
     kubernetes_endpoint: str
     automation_app: str
+    aks_identity: str
+    virtual_network: str
+    nat_gateway: str
+    nat_public_ip: str
+    private_endpoint_prefix: str  # + "-<target>-<group>", e.g. pe-mlp-prod-storage-blob
+
+    # subnet names are the stack's own, unique within its VNet
+    TRAINING_SUBNET = "snet-training"
+    AKS_SUBNET = "snet-aks"
+    PRIVATE_ENDPOINT_SUBNET = "snet-private-endpoints"
+
+    def private_endpoint(self, target: str, group: str) -> str:
+        return f"{self.private_endpoint_prefix}-{target}-{group}"
 
     @classmethod
     def build(cls, project: str, stack: str, prefix: str, generation: int = 0) -> Names:
@@ -112,9 +138,16 @@ class Names:
             managed_endpoint=f"{dashed}-online-{suffix}",
             kubernetes_endpoint=f"{dashed}-k8s-{suffix}",
             automation_app=f"{project}-{stack}-automation",
+            aks_identity=f"id-aks-{dashed}",
+            virtual_network=f"vnet-{dashed}",
+            nat_gateway=f"ng-{dashed}",
+            nat_public_ip=f"pip-ng-{dashed}",
+            private_endpoint_prefix=f"pe-{dashed}",
         )
 
     def problems(self) -> list[str]:
         """One line per name that breaks its Azure rule."""
-        found = (RULES[f.name].check(getattr(self, f.name)) for f in fields(self))
+        found = [RULES[f.name].check(getattr(self, f.name)) for f in fields(self)]
+        # the longest private endpoint name the network component builds
+        found.append(_NETWORK.check(self.private_endpoint("workspace", "amlworkspace")))
         return [problem for problem in found if problem]

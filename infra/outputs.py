@@ -9,11 +9,17 @@ RESOURCE_GROUP = "resource_group_name"
 LOCATION = "location"
 WORKSPACE = "workspace_name"
 CPU_CLUSTER = "cpu_cluster_name"
-# null when the stack's GPU cluster is switched off (GPU quota is often zero)
+# exported only when the stack's GPU cluster is on (GPU quota is often zero)
 GPU_CLUSTER = "gpu_cluster_name"
 KUBERNETES_COMPUTE = "kubernetes_compute_name"
 KUBERNETES_INSTANCE_TYPE = "kubernetes_instance_type"
 KEY_VAULT_URI = "key_vault_uri"
+# the workspace's default storage: CI opens its firewall to the runner for the stage's uploads (prod)
+STORAGE_ACCOUNT = "storage_account_name"
+# "private" when the stack has its own VNet and the data plane (storage, Key Vault, registry) denies the
+# internet; "public" otherwise. Managed deployments then need private egress (see jobs/azure_entities.py)
+NETWORK_ISOLATION = "network_isolation"
+NETWORK_ISOLATION_VALUES = ("public", "private")
 REGISTRY_LOGIN_SERVER = "registry_login_server"
 AUTOMATION_CLIENT_ID = "automation_client_id"
 # endpoint names are region-unique in Azure, so the naming module builds them with the stack suffix
@@ -30,16 +36,19 @@ REQUIRED = (
     LOCATION,
     WORKSPACE,
     CPU_CLUSTER,
-    GPU_CLUSTER,
     KUBERNETES_COMPUTE,
     KUBERNETES_INSTANCE_TYPE,
     KEY_VAULT_URI,
+    STORAGE_ACCOUNT,
+    NETWORK_ISOLATION,
     REGISTRY_LOGIN_SERVER,
     AUTOMATION_CLIENT_ID,
     MANAGED_ENDPOINT,
     KUBERNETES_ENDPOINT,
 )
-# keys whose value may be null
-NULLABLE = (GPU_CLUSTER,)
+# keys a stack exports only when it has what they name. Never exported as null: the engine drops an
+# output whose value is None (pulumi/runtime/rpc.py, serialize_properties), so `pulumi stack output`
+# would not show it anyway, and a reader must treat absence as "none"
+OPTIONAL = (GPU_CLUSTER,)
 # keys that must only ever be exported as Pulumi secrets
 SECRET = (AUTOMATION_CLIENT_SECRET,)

@@ -9,21 +9,19 @@ from pulumi_azure_native import authorization
 
 # built-in role definition IDs (the same in every Azure tenant)
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-ACR_PUSH = "8311e382-0749-4cb8-b61a-304f252e45ec"
 AZUREML_DATA_SCIENTIST = "f6c7c914-8db3-469d-8ca1-694a8f32e121"
 KEY_VAULT_SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
+NETWORK_CONTRIBUTOR = "4d97b98b-1d4f-4787-a291-c67834d212e7"
 STORAGE_BLOB_DATA_CONTRIBUTOR = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
 STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
-STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR = "69566ab7-960f-475b-8e7c-b3118f30c6bd"
 
 NAMES = {
     ACR_PULL: "AcrPull",
-    ACR_PUSH: "AcrPush",
     AZUREML_DATA_SCIENTIST: "AzureML Data Scientist",
     KEY_VAULT_SECRETS_OFFICER: "Key Vault Secrets Officer",
+    NETWORK_CONTRIBUTOR: "Network Contributor",
     STORAGE_BLOB_DATA_CONTRIBUTOR: "Storage Blob Data Contributor",
     STORAGE_BLOB_DATA_READER: "Storage Blob Data Reader",
-    STORAGE_FILE_DATA_PRIVILEGED_CONTRIBUTOR: "Storage File Data Privileged Contributor",
 }
 
 

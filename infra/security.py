@@ -1,22 +1,17 @@
-"""Security rules, as plain functions over the resources a stack registers.
+"""Security rules (the platform's secure defaults, prod's baseline hardening) and style rules (the
+project's conventions), registered in infra/rules.py beside the platform constraints of infra/constraints.py.
 
-Each rule takes one registered resource (anything with `type`, `name`, `inputs` (the engine's
-camelCase property names) and `protect`) and the stack's `Context`, and yields one line per
-violation. The test suite runs every rule over every resource of every stack file, and proves
-each rule catches a violation. `output_violations` does the same for the stack's exports.
+`output_violations` holds the stack's exports to the same standard: no secret in plain text, no export the
+engine would drop.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import re
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
-from infra import outputs
-from infra import roles
+from infra import outputs, roles
+from infra.rules import Resource, Stack, known, rule
 
 STORAGE = "azure-native:storage:StorageAccount"
 KEY_VAULT = "azure-native:keyvault:Vault"
@@ -26,9 +21,10 @@ COMPUTE = "azure-native:machinelearningservices:Compute"
 AKS = "azure-native:containerservice:ManagedCluster"
 EXTENSION = "azure-native:kubernetesconfiguration:Extension"
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+VIRTUAL_NETWORK = "azure-native:network:VirtualNetwork"
 # losing one of these loses data, models, images or secrets
 STATEFUL = (WORKSPACE, STORAGE, KEY_VAULT, REGISTRY)
-REQUIRED_TAGS = ("project", "stack", "managed-by")
+REQUIRED_TAGS = ("project", "stack", "managed-by", "environment")
 # roles that could grant themselves more, or change anything in scope
 PRIVILEGED_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -36,135 +32,201 @@ PRIVILEGED_ROLES = {
     "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
     "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
 }
+# a role assignment on one resource (or below it) in a resource group; never a group or subscription
+RESOURCE_SCOPE = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/.+", re.IGNORECASE)
 SECRET_LOOKING_OUTPUT = re.compile(r"secret|password|connection_string|access_key|token", re.IGNORECASE)
+# the platform's own components; a resource outside one is loose (DESIGN.md: children get parent=self)
+COMPONENT_PREFIX = "azureml-platform:"
 
 
-@dataclass(frozen=True)
-class Context:
-    environment: str  # dev | prod
-    subscription_id: str
-    resource_group: str
-
-    @property
-    def resource_group_id(self) -> str:
-        return f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-
-
-Rule = Callable[[Any, Context], Iterator[str]]
-
-
-def _where(resource: Any) -> str:
-    return f"{resource.type.split(':')[-1]} {resource.name!r}"
-
-
-def tls_and_https_only(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type == STORAGE:
-        if resource.inputs.get("minimumTlsVersion") != "TLS1_2":
-            yield f"{_where(resource)}: minimumTlsVersion must be TLS1_2"
-        if resource.inputs.get("enableHttpsTrafficOnly") is not True:
-            yield f"{_where(resource)}: enableHttpsTrafficOnly must be true"
-
-
-def no_public_blob_access(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type == STORAGE and resource.inputs.get("allowBlobPublicAccess") is not False:
-        yield f"{_where(resource)}: allowBlobPublicAccess must be false"
-
-
-def key_vault_rbac_and_soft_delete(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type == KEY_VAULT:
-        properties = resource.inputs.get("properties", {})
-        if properties.get("enableRbacAuthorization") is not True:
-            yield f"{_where(resource)}: enableRbacAuthorization must be true (no access policies)"
-        if properties.get("enableSoftDelete") is False:
-            yield f"{_where(resource)}: soft delete must stay on"
-        if properties.get("accessPolicies"):
-            yield f"{_where(resource)}: accessPolicies are set; access is granted by RBAC only"
-
-
-def key_vault_purge_protection_in_prod(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type == KEY_VAULT and context.environment == "prod":
-        if resource.inputs.get("properties", {}).get("enablePurgeProtection") is not True:
-            yield f"{_where(resource)}: enablePurgeProtection must be true in prod"
-
-
-def no_registry_admin_user(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type == REGISTRY:
-        if resource.inputs.get("adminUserEnabled") is not False:
-            yield f"{_where(resource)}: adminUserEnabled must be false"
-        if resource.inputs.get("anonymousPullEnabled") is True:
-            yield f"{_where(resource)}: anonymousPullEnabled must be off"
-
-
-def _aml_compute(resource: Any) -> dict | None:
-    properties = resource.inputs.get("properties", {})
-    if resource.type == COMPUTE and properties.get("computeType") == "AmlCompute":
-        return properties.get("properties", {})
+def aml_compute(resource: Resource) -> Mapping | None:
+    """The AmlCompute properties of a compute resource, or None for any other resource."""
+    if resource.type == COMPUTE and resource.get("properties.computeType") == "AmlCompute":
+        return resource.get("properties.properties", {})
     return None
 
 
-def ssh_closed(resource: Any, context: Context) -> Iterator[str]:
-    cluster = _aml_compute(resource)
+@rule("security")
+def storage_tls_and_https_only(resource: Resource) -> Iterator[str]:
+    """Storage accepts TLS 1.2 or newer, over HTTPS only."""
+    if resource.type == STORAGE:
+        if resource.get("minimumTlsVersion") != "TLS1_2":
+            yield f"{resource.where}: minimumTlsVersion must be TLS1_2"
+        if resource.get("enableHttpsTrafficOnly") is not True:
+            yield f"{resource.where}: enableHttpsTrafficOnly must be true"
+
+
+@rule("security")
+def no_public_blob_access(resource: Resource) -> Iterator[str]:
+    """No anonymous reads of blobs."""
+    if resource.type == STORAGE and resource.get("allowBlobPublicAccess") is not False:
+        yield f"{resource.where}: allowBlobPublicAccess must be false"
+
+
+@rule("security")
+def key_vault_rbac_and_soft_delete(resource: Resource) -> Iterator[str]:
+    """Key Vault authorizes with Azure RBAC only, keeps soft delete, and denies the internet."""
+    if resource.type == KEY_VAULT:
+        if resource.get("properties.enableRbacAuthorization") is not True:
+            yield f"{resource.where}: enableRbacAuthorization must be true (no access policies)"
+        if resource.get("properties.enableSoftDelete") is False:
+            yield f"{resource.where}: soft delete must stay on"
+        if resource.get("properties.accessPolicies"):
+            yield f"{resource.where}: accessPolicies are set; access is granted by RBAC only"
+        if resource.get("properties.networkAcls.defaultAction") != "Deny":
+            yield f"{resource.where}: networkAcls.defaultAction must be Deny (trusted Azure services and private endpoints only)"
+
+
+@rule("security")
+def key_vault_purge_protection_in_prod(resource: Resource) -> Iterator[str]:
+    """prod's Key Vault has purge protection."""
+    if resource.type == KEY_VAULT and resource.environment == "prod":
+        if resource.get("properties.enablePurgeProtection") is not True:
+            yield f"{resource.where}: enablePurgeProtection must be true in prod"
+
+
+@rule("security")
+def no_registry_admin_user(resource: Resource) -> Iterator[str]:
+    """The registry has no admin user and no anonymous pull: identities pull with AcrPull."""
+    if resource.type == REGISTRY:
+        if resource.get("adminUserEnabled") is not False:
+            yield f"{resource.where}: adminUserEnabled must be false"
+        if resource.get("anonymousPullEnabled") is True:
+            yield f"{resource.where}: anonymousPullEnabled must be off"
+
+
+@rule("security")
+def ssh_closed(resource: Resource) -> Iterator[str]:
+    """Training clusters take no SSH."""
+    cluster = aml_compute(resource)
     if cluster is not None:
         if cluster.get("remoteLoginPortPublicAccess") != "Disabled":
-            yield f"{_where(resource)}: remoteLoginPortPublicAccess must be Disabled"
+            yield f"{resource.where}: remoteLoginPortPublicAccess must be Disabled"
         if cluster.get("userAccountCredentials"):
-            yield f"{_where(resource)}: userAccountCredentials (SSH user) must not be set"
+            yield f"{resource.where}: userAccountCredentials (SSH user) must not be set"
 
 
-def scales_to_zero(resource: Any, context: Context) -> Iterator[str]:
-    cluster = _aml_compute(resource)
+@rule("security")
+def scales_to_zero(resource: Resource) -> Iterator[str]:
+    """Training clusters scale down to zero nodes when idle."""
+    cluster = aml_compute(resource)
     if cluster is not None:
         scale = cluster.get("scaleSettings", {})
         if scale.get("minNodeCount", 0) != 0:
-            yield f"{_where(resource)}: scaleSettings.minNodeCount must be 0"
+            yield f"{resource.where}: scaleSettings.minNodeCount must be 0"
         if not scale.get("nodeIdleTimeBeforeScaleDown"):
-            yield f"{_where(resource)}: scaleSettings.nodeIdleTimeBeforeScaleDown must be set"
+            yield f"{resource.where}: scaleSettings.nodeIdleTimeBeforeScaleDown must be set"
 
 
-def identity_based_access(resource: Any, context: Context) -> Iterator[str]:
-    """Workspace and AKS sign in with managed identities and authorize with Azure RBAC."""
+@rule("security")
+def identity_based_access(resource: Resource) -> Iterator[str]:
+    """The workspace and AKS sign in with managed identities and authorize with Azure RBAC."""
     if resource.type == WORKSPACE:
-        if resource.inputs.get("identity", {}).get("type") != "SystemAssigned":
-            yield f"{_where(resource)}: identity.type must be SystemAssigned"
-        if resource.inputs.get("v1LegacyMode") is not False:
-            yield f"{_where(resource)}: v1LegacyMode must be false"
+        if resource.get("identity.type") != "SystemAssigned":
+            yield f"{resource.where}: identity.type must be SystemAssigned"
+        if resource.get("v1LegacyMode") is not False:
+            yield f"{resource.where}: v1LegacyMode must be false"
     if resource.type == AKS:
-        if resource.inputs.get("aadProfile", {}).get("enableAzureRBAC") is not True:
-            yield f"{_where(resource)}: aadProfile.enableAzureRBAC must be true"
-        if resource.inputs.get("disableLocalAccounts") is not True:
-            yield f"{_where(resource)}: disableLocalAccounts must be true"
-        if resource.inputs.get("identity", {}).get("type") not in ("SystemAssigned", "UserAssigned"):
-            yield f"{_where(resource)}: must use a managed identity"
+        if resource.get("aadProfile.enableAzureRBAC") is not True:
+            yield f"{resource.where}: aadProfile.enableAzureRBAC must be true"
+        if resource.get("identity.type") not in ("SystemAssigned", "UserAssigned"):
+            yield f"{resource.where}: must use a managed identity"
 
 
-def tls_inference_in_prod(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type == EXTENSION and context.environment == "prod":
-        if resource.inputs.get("configurationSettings", {}).get("allowInsecureConnections") != "False":
-            yield f"{_where(resource)}: allowInsecureConnections must be False in prod"
+@rule("security")
+def aks_hardened(resource: Resource) -> Iterator[str]:
+    """AKS patches itself and its node images, enforces network policy and encrypts at host; prod sends
+    Container Insights to Log Analytics (Azure security baseline for AKS)."""
+    if resource.type != AKS:
+        return
+    if resource.get("autoUpgradeProfile.upgradeChannel") in (None, "none"):
+        yield f"{resource.where}: autoUpgradeProfile.upgradeChannel must be set (patch), or the cluster drifts out of support"
+    if resource.get("autoUpgradeProfile.nodeOSUpgradeChannel") not in ("NodeImage", "SecurityPatch"):
+        yield f"{resource.where}: autoUpgradeProfile.nodeOSUpgradeChannel must be NodeImage or SecurityPatch"
+    if resource.get("networkProfile.networkPolicy") in (None, "none"):
+        yield f"{resource.where}: networkProfile.networkPolicy must be set (cilium)"
+    for pool in resource.get("agentPoolProfiles", []) or []:
+        if known(pool) and pool.get("enableEncryptionAtHost") is not True:
+            yield f"{resource.where}: agent pool {pool.get('name')!r} must set enableEncryptionAtHost"
+    if resource.environment == "prod" and resource.get("addonProfiles.omsagent.enabled") is not True:
+        yield f"{resource.where}: prod sends Container Insights to Log Analytics (addonProfiles.omsagent)"
 
 
-def least_privilege_roles(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type == ROLE_ASSIGNMENT:
-        scope = resource.inputs.get("scope", "")
-        if not scope.startswith(context.resource_group_id + "/"):
-            yield f"{_where(resource)}: scope {scope!r} is wider than a resource in {context.resource_group_id}"
-        if resource.inputs.get("principalType") != "ServicePrincipal":
-            yield f"{_where(resource)}: principalType must be ServicePrincipal"
-        role = resource.inputs.get("roleDefinitionId", "").rsplit("/", 1)[-1]
-        if role in PRIVILEGED_ROLES:
-            yield f"{_where(resource)}: grants {PRIVILEGED_ROLES[role]}, a privileged role"
-        elif role not in roles.NAMES:
-            yield f"{_where(resource)}: grants role {role}, which is not on the reviewed list in infra/roles.py"
+@rule("security")
+def redundant_storage_in_prod(resource: Resource) -> Iterator[str]:
+    """prod's storage survives a zone outage."""
+    if resource.type == STORAGE and resource.environment == "prod":
+        sku = resource.get("sku.name", "")
+        if known(sku) and "ZRS" not in sku and "GRS" not in sku:
+            yield f"{resource.where}: sku {sku} is locally redundant; prod uses zone- or geo-redundant storage"
 
 
-def stateful_protected_in_prod(resource: Any, context: Context) -> Iterator[str]:
-    if resource.type in STATEFUL and context.environment == "prod" and not resource.protect:
-        yield f"{_where(resource)}: stateful resources must be protected in prod"
+@rule("security")
+def zone_redundant_registry_in_prod(resource: Resource) -> Iterator[str]:
+    """prod's registry is zone-redundant."""
+    if resource.type == REGISTRY and resource.environment == "prod" and resource.get("zoneRedundancy") != "Enabled":
+        yield f"{resource.where}: zoneRedundancy must be Enabled in prod"
 
 
-@lru_cache(maxsize=None)
+@rule("security", whole_stack=True)
+def isolated_data_plane(stack: Stack) -> Iterator[str]:
+    """In a stack with its own VNet, storage and the registry deny the internet and compute has no public IP."""
+    if not stack.of_type(VIRTUAL_NETWORK):
+        return
+    for resource in stack.of_type(STORAGE):
+        if resource.get("networkRuleSet.defaultAction") != "Deny":
+            yield f"{resource.where}: networkRuleSet.defaultAction must be Deny in an isolated stack"
+    for resource in stack.of_type(REGISTRY):
+        if resource.get("networkRuleSet.defaultAction") != "Deny":
+            yield f"{resource.where}: networkRuleSet.defaultAction must be Deny in an isolated stack"
+    for resource in stack.resources:
+        cluster = aml_compute(resource)
+        if cluster is not None and cluster.get("enableNodePublicIp") is not False:
+            yield f"{resource.where}: enableNodePublicIp must be false in an isolated stack"
+
+
+@rule("security", whole_stack=True)
+def tls_inference_in_prod(stack: Stack) -> Iterator[str]:
+    """prod's inference router serves TLS only."""
+    if stack.environment != "prod":
+        return
+    for resource in stack.of_type(EXTENSION):
+        if resource.get("configurationSettings.allowInsecureConnections") != "False":
+            yield f"{resource.where}: allowInsecureConnections must be False in prod"
+
+
+@rule("security")
+def least_privilege_roles(resource: Resource) -> Iterator[str]:
+    """Role assignments grant reviewed, non-privileged roles on single resources to service principals."""
+    if resource.type != ROLE_ASSIGNMENT:
+        return
+    scope = resource.get("scope", "")
+    if known(scope) and not RESOURCE_SCOPE.fullmatch(scope):
+        yield f"{resource.where}: scope {scope!r} is wider than a single resource in a resource group"
+    if resource.get("principalType") != "ServicePrincipal":
+        yield f"{resource.where}: principalType must be ServicePrincipal"
+    role_id = resource.get("roleDefinitionId", "")
+    if not known(role_id):
+        return
+    role = role_id.rsplit("/", 1)[-1]
+    if role in PRIVILEGED_ROLES:
+        yield f"{resource.where}: grants {PRIVILEGED_ROLES[role]}, a privileged role"
+    elif role not in roles.NAMES:
+        yield f"{resource.where}: grants role {role}, which is not on the reviewed list in infra/roles.py"
+
+
+@rule("security")
+def stateful_protected_in_prod(resource: Resource) -> Iterator[str]:
+    """prod protects the resources that hold data, models, images or secrets."""
+    if resource.type in STATEFUL and resource.environment == "prod" and not resource.protect:
+        yield f"{resource.where}: stateful resources must be protected in prod"
+
+
 def takes_tags(token: str) -> bool:
     """Whether a resource type takes tags: its Args class has a `tags` parameter."""
+    import importlib
+    import inspect
+
     package, module, kind = token.split(":")
     if package == "azure-native":
         args_class = getattr(importlib.import_module(f"pulumi_azure_native.{module}"), f"{kind}Args")
@@ -175,42 +237,53 @@ def takes_tags(token: str) -> bool:
     return "tags" in inspect.signature(args_class.__init__).parameters
 
 
-def tagged(resource: Any, context: Context) -> Iterator[str]:
-    if takes_tags(resource.type):
-        tags = resource.inputs.get("tags") or {}
-        # Entra ID objects carry "key:value" strings; Azure resources a key/value map
-        present = {tag.split(":", 1)[0] for tag in tags} if isinstance(tags, list) else set(tags)
-        missing = [tag for tag in REQUIRED_TAGS if tag not in present]
-        if missing:
-            yield f"{_where(resource)}: missing tags {', '.join(missing)}"
+_TAKES_TAGS: dict[str, bool] = {}
 
 
-RULES: tuple[Rule, ...] = (
-    tls_and_https_only,
-    no_public_blob_access,
-    key_vault_rbac_and_soft_delete,
-    key_vault_purge_protection_in_prod,
-    no_registry_admin_user,
-    ssh_closed,
-    scales_to_zero,
-    identity_based_access,
-    tls_inference_in_prod,
-    least_privilege_roles,
-    stateful_protected_in_prod,
-    tagged,
-)
+@rule("style")
+def tagged(resource: Resource) -> Iterator[str]:
+    """Every resource that takes tags carries the stack's (cost reports, purge and the rules match on them)."""
+    if resource.type not in _TAKES_TAGS:
+        _TAKES_TAGS[resource.type] = takes_tags(resource.type)
+    if not _TAKES_TAGS[resource.type]:
+        return
+    tags = resource.get("tags") or {}
+    if not known(tags):
+        return
+    # Entra ID objects carry "key:value" strings; Azure resources a key/value map
+    present = {tag.split(":", 1)[0] for tag in tags} if isinstance(tags, list) else set(tags)
+    missing = [tag for tag in REQUIRED_TAGS if tag not in present]
+    if missing:
+        yield f"{resource.where}: missing tags {', '.join(missing)}"
 
 
-def violations(resources: Iterable[Any], context: Context, rules: Iterable[Rule] = RULES) -> list[str]:
-    rules = tuple(rules)
-    return [line for resource in resources for rule in rules for line in rule(resource, context)]
+@rule("style")
+def belongs_to_a_component(resource: Resource) -> Iterator[str]:
+    """Each cloud resource is the child of the component that owns its concern (the resource group aside)."""
+    if resource.type.startswith(COMPONENT_PREFIX) or resource.type.startswith("pulumi:"):
+        return
+    if resource.type == "azure-native:resources:ResourceGroup":
+        return
+    parent_type = resource.parent.split("::")[-2].split("$")[-1] if resource.parent.count("::") >= 3 else ""
+    if not parent_type.startswith(COMPONENT_PREFIX):
+        yield f"{resource.where}: declared outside the platform's components (parent {parent_type or 'the stack'})"
 
 
-def output_violations(exports: Mapping[str, Any], secret_keys: Iterable[str]) -> list[str]:
-    """No secret in plain text: contract secrets, and anything named like one, must be Pulumi secrets."""
+def output_violations(
+    exports: Mapping[str, Any], secret_keys: Iterable[str], dropped: Iterable[str] = ()
+) -> list[str]:
+    """No secret in plain text: contract secrets, and anything named like one, must be Pulumi secrets. And no
+    export the engine drops: one whose value is None never reaches `pulumi stack output` (rpc.py,
+    serialize_properties), so a reader would find the key missing."""
     secret_keys = set(secret_keys)
-    return [
+    found = [
         f"stack output {key!r} must be exported as a Pulumi secret"
         for key in exports
         if (key in outputs.SECRET or SECRET_LOOKING_OUTPUT.search(key)) and key not in secret_keys
     ]
+    found += [
+        f"stack output {key!r} is None, which the engine drops: export it only when it has a value "
+        "(infra/outputs.py, OPTIONAL)"
+        for key in sorted(dropped)
+    ]
+    return found

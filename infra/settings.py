@@ -7,6 +7,7 @@ config. All problems are reported at once, one line per bad value, each naming i
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -28,9 +29,28 @@ GITHUB_REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 AZURE_LOCATION = re.compile(r"[a-z]+[a-z0-9]*")
 
 PUBLIC_NETWORK_ACCESS = ("Enabled", "Disabled")
-# Azure ML managed network: no managed VNet, managed VNet with internet outbound, approved outbound only
-ISOLATION_MODES = ("Disabled", "AllowInternetOutbound", "AllowOnlyApprovedOutbound")
+# Azure ML managed network modes. Only Disabled works with the platform's Kubernetes compute: "Kubernetes
+# and attached VMs aren't supported in an Azure Machine Learning managed virtual network." (Workspace
+# managed network isolation, Limitations). Isolation comes from the stack's own VNet instead (network.*).
+ISOLATION_MODES = ("Disabled",)
+MANAGED_NETWORK_MODES = ("AllowInternetOutbound", "AllowOnlyApprovedOutbound")
 REGISTRY_SKUS = ("Basic", "Standard", "Premium")
+# the workspace's default storage: no premium and no hierarchical namespace (concept-workspace: "You can't
+# use an existing Azure Storage account if it is ... A premium account"). Geo-redundant kinds are allowed
+# but Azure ML does not fail its default storage over (how-to-high-availability-machine-learning).
+STORAGE_SKUS = ("Standard_LRS", "Standard_ZRS", "Standard_GRS", "Standard_RAGRS", "Standard_GZRS", "Standard_RAGZRS")
+# "Do not use the 172.17.0.0/16 IP address range for your VNet. This is the default subnet range used by the
+# Docker bridge network" (Configure a private endpoint for an Azure Machine Learning workspace, Prerequisites)
+DOCKER_BRIDGE = ipaddress.ip_network("172.17.0.0/16")
+# AKS's own address spaces (Azure CNI overlay): pods and services get addresses outside the VNet, which
+# must not overlap them
+AKS_POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
+AKS_SERVICE_CIDR = ipaddress.ip_network("10.245.0.0/16")
+AKS_DNS_SERVICE_IP = "10.245.0.10"
+# Azure keeps the first four addresses and the last one of every subnet
+SUBNET_RESERVED_ADDRESSES = 5
+# "The upper limit for the number of IP ranges you can specify is 200." (AKS API server authorized IP ranges)
+AKS_AUTHORIZED_RANGES_LIMIT = 200
 AKS_TIERS = ("Free", "Standard")
 ROUTER_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
 CLUSTER_PURPOSES = ("DevTest", "FastProd")
@@ -76,6 +96,22 @@ class WorkspaceSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """The stack's own VNet. `isolated` off (dev): no VNet, every service on its public endpoint with Entra
+    auth. On (prod): compute without public IPs in the VNet, private endpoints for the workspace, storage,
+    Key Vault and registry, and a data plane that denies the internet except `allowed_ip_ranges`."""
+
+    isolated: bool
+    address_space: str | None = None
+    training_subnet: str | None = None
+    aks_subnet: str | None = None
+    private_endpoint_subnet: str | None = None
+    # public IPv4 addresses or CIDRs of clients outside the VNet (office egress, self-hosted runners) that may
+    # reach the storage data plane; CI adds its runner for the length of a job instead (see README)
+    allowed_ip_ranges: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class KeyVaultSettings:
     purge_protection: bool
     soft_delete_retention_days: int
@@ -88,6 +124,12 @@ class AksSettings:
     max_nodes: int
     tier: str
     kubernetes_version: str | None
+    # who may reach the API server; empty: any address (Entra ID and Azure RBAC still authorize every call)
+    authorized_ip_ranges: tuple[str, ...]
+    # needs the subscription feature Microsoft.Compute/EncryptionAtHost registered (README)
+    encryption_at_host: bool
+    # Container Insights into the stack's Log Analytics workspace (billed per GB ingested)
+    container_insights: bool
 
 
 @dataclass(frozen=True)
@@ -127,8 +169,11 @@ class Settings:
     github_environment: str
     create_client_secret: bool
     registry_sku: str
+    registry_zone_redundancy: bool
+    storage_sku: str
     log_retention_days: int
     workspace: WorkspaceSettings
+    network: NetworkSettings
     key_vault: KeyVaultSettings
     cpu_cluster: ClusterSettings
     gpu_cluster: GpuClusterSettings
@@ -137,7 +182,8 @@ class Settings:
 
     @property
     def tags(self) -> dict[str, str]:
-        return stack_tags(self.stack, self.project)
+        # the environment too: rules (and the policy pack, which sees no stack config) read it from the tags
+        return {**stack_tags(self.stack, self.project), "environment": self.environment}
 
     @property
     def entra_tags(self) -> list[str]:
@@ -206,6 +252,46 @@ class _Reader:
         self.problems.append(f"{self.key_of(field)} is {value!r}; allowed: true, false")
         return None
 
+    def ranges(self, field: str, public_only: bool = False) -> tuple[str, ...]:
+        """A list of IPv4 addresses or CIDRs (default: none)."""
+        value = self._raw(field, ())
+        if value is _MISSING or value == ():
+            return ()
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.problems.append(f"{self.key_of(field)} is {value!r}; expected a list of IPv4 addresses or CIDRs")
+            return ()
+        for item in value:
+            try:
+                network = ipaddress.IPv4Network(item, strict=True)
+            except ValueError:
+                self.problems.append(f"{self.key_of(field)} has {item!r}; expected an IPv4 address or CIDR such as 203.0.113.0/24")
+                continue
+            if public_only and network.prefixlen == 31:
+                # "Small address ranges using /31 or /32 prefix sizes are not supported" (storage network rules);
+                # a /32 is written as the single address it is
+                self.problems.append(f"{self.key_of(field)} has {item!r}; storage firewall rules take no /31: list both addresses")
+            elif public_only and not network.is_global:
+                self.problems.append(
+                    f"{self.key_of(field)} has {item!r}, a private range; allowed: public addresses only "
+                    "(clients inside the VNet use the private endpoints)"
+                )
+        return tuple(value)
+
+    def cidr(self, field: str) -> ipaddress.IPv4Network | None:
+        value = self.text(field)
+        if value is None:
+            return None
+        try:
+            return ipaddress.IPv4Network(value, strict=True)
+        except ValueError:
+            self.problems.append(f"{self.key_of(field)} is {value!r}; expected an IPv4 CIDR such as 10.60.0.0/16")
+            return None
+
     def secret(self, field: str) -> Any:
         """Like text, but a bad value is never echoed back."""
         value = self._raw(field, None)
@@ -262,6 +348,46 @@ def _check_node_range(reader: _Reader, min_nodes: Any, max_nodes: Any) -> None:
         )
 
 
+def _network(reader: _Reader, nodes: dict[str, int]) -> NetworkSettings:
+    """`nodes`: subnet field -> the most nodes it must hold at once (one address per node)."""
+    isolated = reader.flag("isolated")
+    if not isolated:
+        # the address plan of a switched-off network may stay as a template, like a switched-off GPU cluster
+        reader.read.update(reader.values)
+        return NetworkSettings(isolated=bool(isolated))
+    space = reader.cidr("addressSpace")
+    subnets = {field: reader.cidr(field) for field in ("trainingSubnet", "aksSubnet", "privateEndpointSubnet")}
+    reserved = {DOCKER_BRIDGE: "the Docker bridge network Azure ML compute uses", AKS_POD_CIDR: "AKS's pod range",
+                AKS_SERVICE_CIDR: "AKS's service range"}
+    for field, subnet in [("addressSpace", space), *subnets.items()]:
+        for taken, what in reserved.items():
+            if subnet is not None and subnet.overlaps(taken):
+                reader.problems.append(f"{reader.key_of(field)} is {subnet}, which overlaps {taken}, {what}; allowed: any other range")
+    known = {field: subnet for field, subnet in subnets.items() if subnet is not None}
+    for field, subnet in known.items():
+        if space is not None and not subnet.subnet_of(space):
+            reader.problems.append(f"{reader.key_of(field)} ({subnet}) is outside {reader.key_of('addressSpace')} ({space})")
+        needed = nodes.get(field, 0) + SUBNET_RESERVED_ADDRESSES
+        if subnet.num_addresses < needed:
+            reader.problems.append(
+                f"{reader.key_of(field)} ({subnet}) has {subnet.num_addresses} addresses; it needs at least {needed} "
+                f"(one per node at the clusters' maximum, plus {SUBNET_RESERVED_ADDRESSES} Azure reserves)"
+            )
+    fields = sorted(known)
+    for i, first in enumerate(fields):
+        for second in fields[i + 1:]:
+            if known[first].overlaps(known[second]):
+                reader.problems.append(f"{reader.key_of(first)} ({known[first]}) overlaps {reader.key_of(second)} ({known[second]})")
+    return NetworkSettings(
+        isolated=True,
+        address_space=str(space) if space else None,
+        training_subnet=str(subnets["trainingSubnet"]) if subnets["trainingSubnet"] else None,
+        aks_subnet=str(subnets["aksSubnet"]) if subnets["aksSubnet"] else None,
+        private_endpoint_subnet=str(subnets["privateEndpointSubnet"]) if subnets["privateEndpointSubnet"] else None,
+        allowed_ip_ranges=reader.ranges("allowedIpRanges", public_only=True),
+    )
+
+
 def _hardened(problems: list[str], settings: Settings) -> None:
     """prod is hardened by construction, not by convention."""
     if settings.environment != "prod":
@@ -273,6 +399,32 @@ def _hardened(problems: list[str], settings: Settings) -> None:
         problems.append(f"{ns}:keyVault.purgeProtection is false; allowed in prod: true")
     if settings.inference.allow_insecure_connections:
         problems.append(f"{ns}:inference.allowInsecureConnections is true; allowed in prod: false")
+    if not settings.network.isolated:
+        problems.append(f"{ns}:network.isolated is false; prod keeps compute and the data plane off the internet: allowed: true")
+
+
+def _isolation_mode(reader: _Reader) -> str | None:
+    value = reader.text("isolationMode", default="Disabled")
+    if value in MANAGED_NETWORK_MODES:
+        reader.problems.append(
+            f"{reader.key_of('isolationMode')} is {value!r}; a managed virtual network cannot hold the platform's "
+            "Kubernetes compute (\"Kubernetes and attached VMs aren't supported in an Azure Machine Learning managed "
+            "virtual network.\"): allowed: Disabled, with network.isolated for the stack's own VNet"
+        )
+    elif value not in ISOLATION_MODES:
+        reader.problems.append(f"{reader.key_of('isolationMode')} is {value!r}; allowed: {', '.join(ISOLATION_MODES)}")
+    return value
+
+
+def _subnet_nodes(cpu: _Reader, gpu: _Reader, gpu_enabled: Any, aks: _Reader) -> dict[str, int]:
+    """The most nodes each subnet holds at once, from the raw cluster sizes (already validated elsewhere)."""
+
+    def most(reader: _Reader) -> int:
+        value = reader.values.get("maxNodes")
+        return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 0
+
+    # AKS surges one extra node per pool while it upgrades
+    return {"trainingSubnet": most(cpu) + (most(gpu) if gpu_enabled else 0), "aksSubnet": most(aks) + 1}
 
 
 def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Settings:
@@ -291,6 +443,7 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
     name_prefix = root.text("namePrefix")
     name_generation = root.whole("nameGeneration", default=0)
     workspace = root.section("workspace")
+    network = root.section("network")
     key_vault = root.section("keyVault")
     cpu = root.section("cpuCluster")
     gpu = root.section("gpuCluster")
@@ -313,11 +466,14 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
         ),
         create_client_secret=root.flag("createClientSecret", default=False),
         registry_sku=root.text("registrySku", choices=REGISTRY_SKUS),
+        registry_zone_redundancy=root.flag("registryZoneRedundancy", default=False),
+        storage_sku=root.text("storageSku", choices=STORAGE_SKUS),
         log_retention_days=root.whole("logRetentionDays", minimum=30, maximum=730),
         workspace=WorkspaceSettings(
             public_network_access=workspace.text("publicNetworkAccess", choices=PUBLIC_NETWORK_ACCESS),
-            isolation_mode=workspace.text("isolationMode", choices=ISOLATION_MODES),
+            isolation_mode=_isolation_mode(workspace),
         ),
+        network=_network(network, _subnet_nodes(cpu, gpu, gpu_enabled, aks)),
         key_vault=KeyVaultSettings(
             purge_protection=key_vault.flag("purgeProtection"),
             soft_delete_retention_days=key_vault.whole("softDeleteRetentionDays", minimum=7, maximum=90),
@@ -333,6 +489,9 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
             kubernetes_version=aks.text(
                 "kubernetesVersion", default=None, pattern=re.compile(r"\d+\.\d+(\.\d+)?"), means="e.g. 1.33"
             ),
+            authorized_ip_ranges=aks.ranges("authorizedIpRanges"),
+            encryption_at_host=aks.flag("encryptionAtHost"),
+            container_insights=aks.flag("containerInsights"),
         ),
         inference=InferenceSettings(
             router_service_type=inference.text("routerServiceType", choices=ROUTER_SERVICE_TYPES),
@@ -359,6 +518,18 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
     if gpu_enabled is False and gpu.values:
         gpu.read.update(gpu.values)  # the template fields of a switched-off cluster are known, not typos
     _check_node_range(aks, settings.aks.min_nodes, settings.aks.max_nodes)
+    if len(settings.aks.authorized_ip_ranges) > AKS_AUTHORIZED_RANGES_LIMIT:
+        problems.append(f"{project}:aks.authorizedIpRanges has {len(settings.aks.authorized_ip_ranges)} ranges; the limit is {AKS_AUTHORIZED_RANGES_LIMIT}")
+    if settings.registry_zone_redundancy and settings.registry_sku != "Premium":
+        problems.append(
+            f"{project}:registryZoneRedundancy is true with registrySku {settings.registry_sku!r}; zone redundancy "
+            "is a Premium feature: allowed: registrySku Premium, or registryZoneRedundancy false"
+        )
+    if settings.network.isolated and settings.registry_sku != "Premium":
+        problems.append(
+            f"{project}:registrySku is {settings.registry_sku!r} with network.isolated true; private endpoints need "
+            "a Premium registry (\"Your Azure Container Registry must be Premium version.\"): allowed: Premium"
+        )
     if settings.inference.allow_insecure_connections is False:
         tls_needs = (
             ("inference.sslCname", settings.inference.ssl_cname, ""),
@@ -370,7 +541,7 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
             for key, value, how in tls_needs
             if not value
         ]
-    for reader in (root, workspace, key_vault, cpu, gpu, aks, inference, instance_type):
+    for reader in (root, workspace, network, key_vault, cpu, gpu, aks, inference, instance_type):
         reader.unknown()
     if name_prefix and not any(p.startswith(f"{project}:namePrefix") for p in problems):
         bad_names = Names.build(project, stack, name_prefix, name_generation or 0).problems()

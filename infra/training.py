@@ -1,4 +1,8 @@
-"""AmlCompute training clusters: CPU always, GPU behind a per-environment switch (GPU quota is often zero)."""
+"""AmlCompute training clusters: CPU always, GPU behind a per-environment switch (GPU quota is often zero).
+
+In an isolated stack they run in the VNet's training subnet without public IPs, and start only once the
+private endpoints they reach the workspace through exist.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pulumi_azure_native import machinelearningservices as ml
 
 from infra import roles
 from infra.context import StackContext
+from infra.network import PrivateNetwork
 from infra.settings import ClusterSettings
 from infra.workspace import Workspace
 
@@ -17,6 +22,7 @@ from infra.workspace import Workspace
 class TrainingClustersArgs:
     stack: StackContext
     workspace: Workspace
+    network: PrivateNetwork | None  # None: no VNet, nodes with public IPs (inbound closed)
 
 
 class TrainingClusters(pulumi.ComponentResource):
@@ -30,7 +36,7 @@ class TrainingClusters(pulumi.ComponentResource):
         self.register_outputs({"cpu_cluster_name": self.cpu.name})
 
     def _cluster(self, kind: str, compute_name: str, cluster: ClusterSettings) -> ml.Compute:
-        stack, workspace = self._args.stack, self._args.workspace
+        stack, workspace, vnet = self._args.stack, self._args.workspace, self._args.network
         settings = stack.settings
         compute = ml.Compute(
             f"{kind}-cluster",
@@ -54,16 +60,18 @@ class TrainingClusters(pulumi.ComponentResource):
                         node_idle_time_before_scale_down=f"PT{cluster.idle_seconds_before_scale_down}S",
                     ),
                     remote_login_port_public_access=ml.RemoteLoginPortPublicAccess.DISABLED,
-                    # nodes without public IPs need a VNet: the managed network provides it
-                    enable_node_public_ip=settings.workspace.isolation_mode == "Disabled",
+                    # nodes without public IPs need a subnet of a VNet; outside one, Azure requires them
+                    subnet=ml.ResourceIdArgs(id=vnet.training_subnet_id) if vnet else None,
+                    enable_node_public_ip=vnet is None,
                 ),
             ),
             tags=settings.tags,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=vnet.endpoints_ready if vnet else None),
         )
+        # AcrPull is Azure's own grant: "A managed identity is automatically granted ACRPull role on workspace
+        # ACR" (Set up authentication between Azure Machine Learning and other services). Data access is not.
         roles.grant_all(
             (
-                (f"{kind}-image-pull", roles.ACR_PULL, workspace.registry.id),  # job environment images
                 (f"{kind}-blob-data", roles.STORAGE_BLOB_DATA_CONTRIBUTOR, workspace.storage.id),  # inputs, outputs
             ),
             principal_id=compute.identity.apply(lambda identity: identity.principal_id),

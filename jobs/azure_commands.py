@@ -63,9 +63,9 @@ def dry_run(outputs: Mapping[str, str | None], data_dir: Path | None = None) -> 
     return header + "".join(f"---\n# {title}\n{to_yaml(entity)}" for title, entity in documents)
 
 
-def target(outputs: Mapping[str, str | None], data_dir: Path | None = None, credential=None, **options) -> AzureTarget:
-    ml_client, credential = connect(outputs, credential)
-    return AzureTarget(ml_client, outputs, WorkspaceMlflow(ml_client, credential), data_dir, **options)
+def target(outputs: Mapping[str, str | None], data_dir: Path | None = None) -> AzureTarget:
+    ml_client, credential = connect(outputs)
+    return AzureTarget(ml_client, outputs, WorkspaceMlflow(ml_client, credential), data_dir)
 
 
 def deploy(azure: AzureTarget, version: str | None = None, report: Report = print) -> list[Endpoint]:

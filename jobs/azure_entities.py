@@ -33,6 +33,8 @@ from jobs.flow import HOLDOUT_METRIC, MODEL_NAME, SPECS_DIR, FlowError, Job, Job
 ENDPOINTS_DIR = SPECS_DIR / "endpoints"
 # the compute placeholders the job specs use -> the output naming that compute
 COMPUTE_PLACEHOLDERS = {"cpu-cluster": keys.CPU_CLUSTER, "gpu-cluster": keys.GPU_CLUSTER}
+# a managed deployment's outbound access on a private stack
+PRIVATE_EGRESS = "disabled"
 # endpoint kind -> the output naming the endpoint
 ENDPOINT_KINDS = {"managed": keys.MANAGED_ENDPOINT, "kubernetes": keys.KUBERNETES_ENDPOINT}
 # an asset reference as written in a spec (`azureml:housing@latest`) or as loaded (`housing@latest`)
@@ -72,10 +74,10 @@ def compute_for(job: Job, entity: AzureJob, outputs: Mapping[str, str | None]) -
             f"{SPECS_DIR / job.spec}: compute {entity.compute!r} is none of the placeholders "
             f"{', '.join('azureml:' + p for p in COMPUTE_PLACEHOLDERS)}"
         )
-    compute = outputs[COMPUTE_PLACEHOLDERS[placeholder]]
-    if compute is None:  # only the GPU cluster may be missing
+    compute = outputs.get(COMPUTE_PLACEHOLDERS[placeholder])
+    if compute is None:  # only an optional output (the GPU cluster) may be absent
         cpu = outputs[keys.CPU_CLUSTER]
-        return cpu, f"{keys.GPU_CLUSTER} is null (GPU cluster off in this stack): {job.key} runs on the CPU cluster {cpu}"
+        return cpu, f"no {keys.GPU_CLUSTER} output (GPU cluster off in this stack): {job.key} runs on the CPU cluster {cpu}"
     return compute, None
 
 
@@ -161,7 +163,7 @@ def deployment_entity(
     kind: str, outputs: Mapping[str, str | None], model: RegisteredModel, assets: Mapping[str, Asset]
 ) -> OnlineDeployment:
     """The deployment of `model`, named after everything it serves (model, spec, scoring code,
-    environment), so a deployment that already serves exactly this is recognised on a re-run."""
+    environment, egress), so a deployment that already serves exactly this is recognised on a re-run."""
     spec = _spec(kind, "deployment")
     deployment = load_online_deployment(spec)
     deployment.endpoint_name = outputs[ENDPOINT_KINDS[kind]]
@@ -170,6 +172,11 @@ def deployment_entity(
         deployment.environment = pin(deployment.environment, assets)
     if kind == "managed":
         deployment.app_insights_enabled = True
+        if outputs[keys.NETWORK_ISOLATION] == "private":
+            # the legacy network isolation method: model, code and image come through the workspace's
+            # private endpoints, as the stack's storage, Key Vault and registry deny the internet
+            # (learn.microsoft.com/azure/machine-learning/concept-secure-online-endpoint)
+            deployment.egress_public_network_access = PRIVATE_EGRESS
     if isinstance(deployment, KubernetesOnlineDeployment):
         deployment.instance_type = outputs[keys.KUBERNETES_INSTANCE_TYPE]
     code_digest = ""
@@ -177,6 +184,11 @@ def deployment_entity(
         code = (spec.parent / deployment.code_configuration.code).resolve()
         deployment.code_configuration.code = str(code)
         code_digest = digest_folder(code)
-    served = digest_text(spec.read_text(), code_digest, str(deployment.environment), deployment.model, str(deployment.instance_type))
-    deployment.name = f"v{model.version}-{served[:8]}"[:32]
+    served = [spec.read_text(), code_digest, str(deployment.environment), deployment.model, str(deployment.instance_type)]
+    if getattr(deployment, "egress_public_network_access", None):
+        # egress cannot change on an existing deployment ("You cannot update (enable or disable) the
+        # egress_public_network_access flag after creating the deployment", how-to-secure-online-endpoint),
+        # so a change must make a new one; left out when unset, so public stacks keep their names
+        served.append(f"egress={deployment.egress_public_network_access}")
+    deployment.name = f"v{model.version}-{digest_text(*served)[:8]}"[:32]
     return deployment

@@ -11,12 +11,13 @@ from typing import Callable, Mapping, Protocol
 
 import yaml
 from azure.ai.ml import MLClient
-from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from infra import outputs as keys
-from jobs import azure_assets, azure_entities
+from jobs import azure_assets, azure_credentials, azure_entities
 from jobs.azure_assets import Asset
-from jobs.azure_rollout import roll_out, score
+from jobs.azure_credentials import PROPAGATION, STORAGE_FIREWALL, Backoff, SignIn, first_line, with_retries
+from jobs.azure_rollout import RolloutOptions, roll_out, score
 from jobs.flow import (
     HOLDOUT_METRIC,
     MODEL_NAME,
@@ -35,6 +36,14 @@ ARM_SCOPE = "https://management.azure.com/.default"
 MODEL_FOLDER = "model"
 TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
 RETRYABLE = ("Failed", "Canceled", "NotResponding")
+# AutoML starts its model test run under the best child once training ends, and it may still run after the
+# parent completes (v1 docs: `test_run = next(best_run.get_children(type='automl.model_test'));
+# test_run.wait_for_completion()`, how-to-configure-auto-train); it scores one model on the test rows
+AUTOML_TEST_RUN_TYPE = "automl.model_test"
+TEST_RUN_WAIT_S = 30 * 60
+# where run history keeps a run's type when azure-ai-ml's Job entity drops `run_type` (azureml-core reads
+# `run_type`, falling back to this property)
+RUN_TYPE_PROPERTY = "azureml.runsource"
 # AutoML's names for the metrics train.py and the MLP log (all four computed the same way)
 AUTOML_REGRESSION_METRICS = {
     "mean_absolute_error": "MAE",
@@ -48,8 +57,6 @@ class Tracking(Protocol):
     """The slice of `mlflow.MlflowClient` the target reads run metrics and tags through."""
 
     def get_run(self, run_id: str): ...
-
-    def search_runs(self, experiment_ids: list[str], filter_string: str = ""): ...
 
 
 class WorkspaceMlflow:
@@ -78,34 +85,41 @@ class WorkspaceMlflow:
     def get_run(self, run_id: str):
         return self._call("get_run", run_id)
 
-    def search_runs(self, experiment_ids: list[str], filter_string: str = ""):
-        return self._call("search_runs", experiment_ids, filter_string)
 
+def connect(
+    outputs: Mapping[str, str | None],
+    how: SignIn | None = None,
+    report: Report = print,
+    backoff: Backoff = PROPAGATION,
+) -> tuple[MLClient, object]:
+    """An MLClient on the stack's workspace, signed in as jobs/azure_credentials.py chooses (or `how`), and
+    the credential. The first token and a read of the workspace fail here, with one clear message, rather
+    than mid-run; while Entra ID and Azure RBAC catch up with the `pulumi up` that made the identity and
+    its roles, they are retried, each time with a new credential (a fresh token sees new roles)."""
+    how = how or azure_credentials.sign_in(outputs)
+    report(f"signing in {how.description}")
 
-def connect(outputs: Mapping[str, str | None], credential=None) -> tuple[MLClient, object]:
-    """An MLClient on the stack's workspace. DefaultAzureCredential covers OIDC in CI (an azure/login
-    step, or AZURE_CLIENT_ID + AZURE_TENANT_ID + AZURE_FEDERATED_TOKEN_FILE), `az login` on a laptop and
-    managed identity."""
-    if credential is None:
-        from azure.identity import DefaultAzureCredential
+    def attempt() -> tuple[MLClient, object]:
+        credential = how.new_credential()
+        credential.get_token(ARM_SCOPE)
+        ml_client = MLClient(
+            credential,
+            subscription_id=outputs[keys.SUBSCRIPTION_ID],
+            resource_group_name=outputs[keys.RESOURCE_GROUP],
+            workspace_name=outputs[keys.WORKSPACE],
+        )
+        ml_client.workspaces.get(outputs[keys.WORKSPACE])
+        return ml_client, credential
 
-        credential = DefaultAzureCredential()
     try:
-        credential.get_token(ARM_SCOPE)  # fail here, with one clear message, rather than mid-run
+        return with_retries(attempt, lambda e: azure_credentials.access_transient(e, outputs, how.who), backoff, report)
     except ClientAuthenticationError as error:
-        first_line = str(error.message or error).strip().splitlines()[0]
+        raise FlowError(f"could not authenticate to Azure {how.description}: {first_line(error)}\n  {how.advice}") from None
+    except HttpResponseError as error:
         raise FlowError(
-            "could not authenticate to Azure with DefaultAzureCredential: "
-            f"{first_line}\n  on a laptop run `az login`; in CI log in first (azure/login with OIDC) as the "
-            f"automation identity {outputs[keys.AUTOMATION_CLIENT_ID]}"
+            f"workspace {outputs[keys.WORKSPACE]} (resource group {outputs[keys.RESOURCE_GROUP]}, subscription "
+            f"{outputs[keys.SUBSCRIPTION_ID]}): {first_line(error)}"
         ) from None
-    ml_client = MLClient(
-        credential,
-        subscription_id=outputs[keys.SUBSCRIPTION_ID],
-        resource_group_name=outputs[keys.RESOURCE_GROUP],
-        workspace_name=outputs[keys.WORKSPACE],
-    )
-    return ml_client, credential
 
 
 def in_parallel(tasks: list[Callable[[], object]]) -> list:
@@ -131,9 +145,13 @@ class AzureTarget:
         tracking: Tracking,
         data_dir: Path | None = None,
         poll_seconds: float = POLL_SECONDS,
+        test_run_wait_s: float = TEST_RUN_WAIT_S,
+        storage_backoff: Backoff = STORAGE_FIREWALL,
+        rollout: RolloutOptions = RolloutOptions(),
     ):
         self.ml_client, self.outputs, self.tracking = ml_client, outputs, tracking
-        self.data_dir, self.poll_seconds = data_dir, poll_seconds
+        self.data_dir, self.poll_seconds, self.test_run_wait_s = data_dir, poll_seconds, test_run_wait_s
+        self.storage_backoff, self.rollout = storage_backoff, rollout
         self.assets: dict[str, Asset] = {}
 
     # -- assets ---------------------------------------------------------------------------------
@@ -145,14 +163,20 @@ class AzureTarget:
         in_parallel([lambda o=operations, a=asset: self._register(o, a, report) for operations, asset in registered])
         self.assets = {asset.name: asset for _, asset in registered}
 
-    @staticmethod
-    def _register(operations, asset: Asset, report: Report) -> None:
+    def _register(self, operations, asset: Asset, report: Report) -> None:
         try:
             operations.get(asset.name, version=asset.version)
             report(f"{asset.name}:{asset.version} unchanged")
         except ResourceNotFoundError:
-            operations.create_or_update(asset.entity)
+            self._uploading(lambda: operations.create_or_update(asset.entity), report)
             report(f"{asset.name}:{asset.version} registered")
+
+    def _uploading(self, call: Callable[[], object], report: Report):
+        """`call()`, which uploads to the workspace's storage, retried while the storage does not let this
+        machine in yet (a private stack's firewall rule for the CI runner takes a moment to apply)."""
+        return with_retries(
+            call, lambda error: azure_credentials.storage_transient(error, self.outputs), self.storage_backoff, report
+        )
 
     # -- jobs -----------------------------------------------------------------------------------
     def unsupported(self, job: Job) -> str | None:
@@ -171,7 +195,7 @@ class AzureTarget:
                 log=f"{done.studio_url} (Outputs + logs), or `az ml job download --name {name} --all`",
             )
         try:
-            return self._best_model(job, built.entity, done)
+            return self._best_model(job, built.entity, done, report)
         except FlowError as error:
             return JobResult(job, name, done.status, url=done.studio_url, error=str(error))
 
@@ -184,7 +208,8 @@ class AzureTarget:
             try:
                 existing = self.ml_client.jobs.get(entity.name)
             except ResourceNotFoundError:
-                submitted = self.ml_client.jobs.create_or_update(entity)
+                # submitting uploads the job's code folder
+                submitted = self._uploading(lambda: self.ml_client.jobs.create_or_update(entity), report)
                 report(f"submitted {submitted.name} on {entity.compute}: {submitted.studio_url}")
                 return submitted
             if existing.status in RETRYABLE:
@@ -212,7 +237,7 @@ class AzureTarget:
         except Exception:
             return "no error details in run history; see the log"
 
-    def _best_model(self, job: Job, entity, done) -> JobResult:
+    def _best_model(self, job: Job, entity, done, report: Report) -> JobResult:
         name = done.name
         if entity.type == "automl":
             best = self.tracking.get_run(name).data.tags.get("automl_best_child_run_id")
@@ -220,7 +245,7 @@ class AzureTarget:
                 raise FlowError(f"AutoML job {name}: no automl_best_child_run_id tag")
             model_uri = f"azureml://jobs/{best}/outputs/artifacts/paths/outputs/mlflow-model/"
             if job.regression_candidate:
-                metrics = self._automl_held_out(name, best)
+                metrics = self._automl_held_out(name, best, report)
                 return JobResult(job, name, done.status, metrics, None, model_uri, done.studio_url)
             # as the spec spells it, which is the name AutoML logs it under (the entity holds an enum)
             metric = yaml.safe_load((SPECS_DIR / job.spec).read_text())["primary_metric"]
@@ -241,15 +266,53 @@ class AzureTarget:
         model_uri = f"azureml://jobs/{best}/outputs/{output}/paths/{MODEL_FOLDER}/"
         return JobResult(job, name, done.status, metrics, None, model_uri, done.studio_url)
 
-    def _automl_held_out(self, name: str, best: str) -> dict[str, float]:
+    def _automl_held_out(self, name: str, best: str, report: Report) -> dict[str, float]:
         """The best child's metrics on test_data (the held-out rows of the shared split), from the model
-        test run AutoML starts under the best child. Validation metrics are never used in their place."""
-        experiment = self.tracking.get_run(best).info.experiment_id
-        for run in self.tracking.search_runs([experiment], f"tags.mlflow.parentRunId = '{best}'"):
-            metrics = {ours: run.data.metrics[theirs] for theirs, ours in AUTOML_REGRESSION_METRICS.items() if theirs in run.data.metrics}
-            if HOLDOUT_METRIC in metrics:
-                return metrics
-        raise FlowError(f"AutoML job {name}: no test-data metrics under best child {best} (is test_data set in the spec?)")
+        test run AutoML starts under the best child, once that run has finished. Validation metrics are
+        never used in their place: a test run that fails, or does not finish in time, fails the job."""
+        started, waiting = time.monotonic(), None
+        while True:
+            children = list(self.ml_client.jobs.list(parent_job_name=best))
+            # the run whose type says so; when none does, any child may be it: wait for them all
+            marked = [child for child in children if _run_type(child) == AUTOML_TEST_RUN_TYPE]
+            candidates = marked or children
+            running = [child for child in candidates if child.status not in TERMINAL]
+            if candidates and not running:
+                for child in candidates:
+                    metrics = self._test_metrics(child)
+                    if HOLDOUT_METRIC in metrics:
+                        return metrics
+                failed = [child for child in candidates if child.status != "Completed"]
+                if failed:
+                    run = failed[0]
+                    raise FlowError(
+                        f"AutoML job {name}: its model test run {run.name} under best child {best} {run.status}: "
+                        f"{self._error(run.name)}"
+                    )
+                if marked:
+                    raise FlowError(f"AutoML job {name}: model test run {marked[0].name} logged no test metrics")
+            if time.monotonic() - started > self.test_run_wait_s:
+                state = ", ".join(f"{c.name} {c.status}" for c in children) or "no child runs"
+                raise FlowError(
+                    f"AutoML job {name}: no finished model test run under best child {best} after "
+                    f"{self.test_run_wait_s / 60:g} min ({state}); is test_data set in the spec?"
+                )
+            line = (
+                f"waiting for AutoML's test run {running[0].name} under best child {best} ({running[0].status})"
+                if running
+                else f"waiting for AutoML to start its test run under best child {best}"
+            )
+            if line != waiting:
+                report(line)
+                waiting = line
+            time.sleep(self.poll_seconds)
+
+    def _test_metrics(self, run) -> dict[str, float]:
+        """The run's metrics under our names (empty unless it completed)."""
+        if run.status != "Completed":
+            return {}
+        logged = self.tracking.get_run(run.name).data.metrics
+        return {ours: logged[theirs] for theirs, ours in AUTOML_REGRESSION_METRICS.items() if theirs in logged}
 
     # -- model and endpoints --------------------------------------------------------------------
     def register_model(self, best: JobResult) -> RegisteredModel:
@@ -275,6 +338,7 @@ class AzureTarget:
                     azure_entities.deployment_entity(kind, self.outputs, model, self.assets),
                     payload,
                     report,
+                    self.rollout,
                 )
                 for kind in azure_entities.ENDPOINT_KINDS
             ]
@@ -282,3 +346,7 @@ class AzureTarget:
 
     def invoke(self, endpoint: Endpoint, payload: dict) -> list:
         return score(self.ml_client, endpoint.name, payload)
+
+
+def _run_type(run) -> str | None:
+    return (getattr(run, "properties", None) or {}).get(RUN_TYPE_PROPERTY)

@@ -1,7 +1,9 @@
 """A stack's outputs, as the post-provision stage reads them: from `pulumi stack output` or a JSON file.
 
-Every key in `infra.outputs.REQUIRED` must be there and be a non-empty string (null is allowed for
-`NULLABLE` keys). Secret outputs are never kept: the stage authenticates with DefaultAzureCredential.
+Every key in `infra.outputs.REQUIRED` must be there and be a non-empty string. A key in `OPTIONAL` is
+exported only when the stack has what it names: the engine drops a None export, so absence (or a null
+left in an older outputs file) reads as None. Secret outputs are never kept: the stage signs in with a
+token credential (jobs/azure_credentials.py), never with a client secret.
 """
 
 from __future__ import annotations
@@ -23,26 +25,36 @@ class OutputsError(FlowError):
     """The stack outputs are missing, unreadable or malformed; the message names every bad key."""
 
 
+def _problem(key: str, value: object) -> str | None:
+    """What is wrong with a present, non-null value, or None."""
+    if not isinstance(value, str) or not value.strip():
+        return f"{key}: expected a non-empty string, got {type(value).__name__}"
+    if value == _HIDDEN_SECRET:
+        return f"{key}: hidden as a secret (run pulumi stack output with --show-secrets)"
+    if key == keys.NETWORK_ISOLATION and value not in keys.NETWORK_ISOLATION_VALUES:
+        return f"{key}: {value!r} is none of {', '.join(keys.NETWORK_ISOLATION_VALUES)}"
+    return None
+
+
 def validate(raw: object, source: str) -> Mapping[str, str | None]:
-    """The required outputs of `raw`, read-only, or OutputsError naming every missing or malformed key."""
+    """Every required and optional output of `raw` (None for an absent optional one), read-only, or
+    OutputsError naming every missing or malformed key."""
     if not isinstance(raw, dict):
         raise OutputsError(f"{source}: expected a JSON object of stack outputs, got {type(raw).__name__}")
     problems = []
     for key in keys.REQUIRED:
         if key not in raw:
             problems.append(f"{key}: missing")
-            continue
-        value = raw[key]
-        if value is None:
-            if key not in keys.NULLABLE:
-                problems.append(f"{key}: is null")
-        elif not isinstance(value, str) or not value.strip():
-            problems.append(f"{key}: expected a non-empty string, got {type(value).__name__}")
-        elif value == _HIDDEN_SECRET:
-            problems.append(f"{key}: hidden as a secret (run pulumi stack output with --show-secrets)")
+        elif raw[key] is None:
+            problems.append(f"{key}: is null")
+        elif problem := _problem(key, raw[key]):
+            problems.append(problem)
+    for key in keys.OPTIONAL:
+        if raw.get(key) is not None and (problem := _problem(key, raw[key])):
+            problems.append(problem)
     if problems:
         raise OutputsError(f"{source}: bad stack outputs:\n  " + "\n  ".join(problems))
-    return MappingProxyType({key: raw[key] for key in keys.REQUIRED})
+    return MappingProxyType({key: raw.get(key) for key in keys.REQUIRED + keys.OPTIONAL})
 
 
 def from_file(path: str | Path) -> Mapping[str, str | None]:

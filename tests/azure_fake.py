@@ -1,7 +1,9 @@
-"""An in-memory Azure ML workspace behind a real `MLClient`: its operations (`jobs`, `data`,
+"""An in-memory Azure ML workspace behind a real `MLClient`: its operations (`workspaces`, `jobs`, `data`,
 `environments`, `models`, `online_endpoints`, `online_deployments`) are replaced by fakes that keep
 state like the service does and record every entity sent. Optional latencies per operation make it
-the simulated client of `benchmarks/stage.py`.
+the simulated client of `benchmarks/stage.py`. Failures are raised as the SDKs raise them: the
+HttpResponseError of an ARM client (status and `error.code` parsed from the body) or of
+azure-storage-blob (`error_code`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from types import SimpleNamespace
 from azure.ai.ml import MLClient
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.storage.blob import StorageErrorCode
 
 from infra import outputs as keys
+from jobs.azure_credentials import Backoff
+from jobs.azure_target import AUTOML_TEST_RUN_TYPE, RUN_TYPE_PROPERTY
 from jobs.flow import JOBS
 
 # the job statuses a run goes through, as Azure ML reports them
@@ -27,25 +32,85 @@ PROGRESS = ("Queued", "Running")
 
 
 class FakeCredential:
-    def __init__(self, fail: bool = False):
-        self.fail = fail
+    """Fails with `errors` in turn (or always, with `fail`), then answers a token."""
+
+    def __init__(self, fail: bool = False, errors: tuple[Exception, ...] = ()):
+        self.fail, self.errors, self.calls = fail, list(errors), 0
 
     def get_token(self, *scopes, **kwargs) -> AccessToken:
+        self.calls += 1
         if self.fail:
             raise ClientAuthenticationError(
                 "DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
                 "Attempted credentials:\n\tEnvironmentCredential: not configured"
             )
+        if self.errors:
+            raise self.errors.pop(0)
         return AccessToken("fake-token-never-printed", int(time.time()) + 3600)
 
 
-class Poller:
-    def __init__(self, value=None, error: Exception | None = None):
-        self.value, self.error = value, error
+class FakeClock:
+    """A clock that only moves when slept on: retries and backoff without waiting."""
 
-    def result(self):
-        if self.error:
+    def __init__(self):
+        self.now, self.sleeps = 0.0, []
+        self.lock = threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        with self.lock:
+            self.sleeps.append(seconds)
+            self.now += seconds
+
+    def backoff(self, first: float = 10, longest: float = 120, budget: float = 15 * 60) -> Backoff:
+        return Backoff(first=first, longest=longest, budget=budget, sleep=self.sleep, clock=lambda: self.now)
+
+
+class _Response:
+    """What HttpResponseError reads from an HTTP response."""
+
+    def __init__(self, status: int, reason: str, body: str):
+        self.status_code, self.reason, self.body = status, reason, body
+        self.headers: dict[str, str] = {}
+
+    def text(self, encoding=None) -> str:
+        return self.body
+
+
+def arm_error(status: int, code: str, message: str) -> HttpResponseError:
+    """An ARM client's error, e.g. 403 AuthorizationFailed while a role assignment propagates."""
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return HttpResponseError(response=_Response(status, "Forbidden" if status == 403 else "Error", body))
+
+
+def storage_error(status: int, code: str, message: str) -> HttpResponseError:
+    """azure-storage-blob's error (process_storage_error): the code in `error_code`, as a StorageErrorCode."""
+    error = HttpResponseError(message=f"{message}\nErrorCode:{code}", response=_Response(status, "Forbidden", ""))
+    error.error_code = StorageErrorCode(code)
+    return error
+
+
+def entra_error(code: str, text: str) -> ClientAuthenticationError:
+    """azure-identity's error for an Entra ID token request that Entra refused (aad_client_base.py)."""
+    return ClientAuthenticationError(message=f"Microsoft Entra ID error '(invalid_client) {code}: {text}'")
+
+
+class Poller:
+    """An LROPoller's surface: wait(timeout), done(), result(). A poller that is `stuck` never finishes."""
+
+    def __init__(self, value=None, error: Exception | None = None, stuck: bool = False):
+        self.value, self.error, self.stuck = value, error, stuck
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self.stuck:
+            time.sleep(min(timeout or 0.0, 0.01))
+        elif self.error:
             raise self.error
+
+    def done(self) -> bool:
+        return not self.stuck
+
+    def result(self, timeout: float | None = None):
+        self.wait(timeout)
         return self.value
 
 
@@ -66,7 +131,20 @@ class Simulation:
     latency: dict[str, float] = field(default_factory=dict)  # per operation name, e.g. "jobs.create"
     failing_jobs: tuple[str, ...] = ()
     failing_deployments: tuple[str, ...] = ()  # endpoint kinds whose deployment fails to provision
+    stuck_deployments: tuple[str, ...] = ()  # endpoint kinds whose deployment never finishes provisioning
     broken_scoring: tuple[str, ...] = ()  # endpoint kinds whose new deployment answers garbage
+    # the Kubernetes endpoint's scoring host: the inference router's IP, or the extension's sslCname
+    kubernetes_host: str = "20.50.60.70"
+    # AutoML's model test run under the best child: its final status (None: AutoML never starts one),
+    # how many looks at the best child's children it stays Running after the parent completed, and
+    # whether run history shows its run type
+    test_run_status: str | None = "Completed"
+    test_run_polls: int = 0
+    test_run_typed: bool = True
+    # data uploads refused (403 AuthorizationFailure) before the storage firewall lets this machine in
+    storage_denials: int = 0
+    # what successive reads of the workspace raise before they succeed (e.g. 403 AuthorizationFailed)
+    workspace_errors: list = field(default_factory=list)
     # jobs stay Running until this many were submitted: a sequential submitter never gets there
     wait_for_submissions: int = 0
     submission_deadline: float = 5.0
@@ -112,13 +190,16 @@ class AssetOperations:
     def create_or_update(self, entity):
         self.sim.sleep(f"{self.kind}.create")
         with self.lock:
+            if self.kind == "data" and self.sim.storage_denials > 0:  # data assets upload their files
+                self.sim.storage_denials -= 1
+                raise storage_error(403, "AuthorizationFailure", "This request is not authorized to perform this operation.")
             self.store[(entity.name, str(entity.version))] = entity
             self.created.append(entity)
         return entity
 
 
 class FakeTracking:
-    """MLflow's view of the runs: metrics and tags per run id, children by parent."""
+    """MLflow's view of the runs: metrics and tags per run id."""
 
     def __init__(self, sim: Simulation):
         self.sim = sim
@@ -133,17 +214,14 @@ class FakeTracking:
         self.sim.sleep("mlflow.get_run")
         return self.runs[run_id]
 
-    def search_runs(self, experiment_ids, filter_string=""):
-        self.sim.sleep("mlflow.search_runs")
-        parent = filter_string.split("'")[1]
-        return [run for run in self.runs.values() if run.data.tags.get("mlflow.parentRunId") == parent]
-
 
 class JobOperations:
     def __init__(self, sim: Simulation, tracking: FakeTracking):
         self.sim, self.tracking = sim, tracking
         self.submitted: list = []
         self.runs: dict[str, dict] = {}
+        self.children: dict[str, list[dict]] = {}  # child runs (AutoML's test run) by parent
+        self.listed: Counter = Counter()  # looks at each parent's children
         self.lock = threading.Lock()
         self._runs_operations = SimpleNamespace(get_run_details=self._run_details)
 
@@ -172,6 +250,23 @@ class JobOperations:
                 raise ResourceNotFoundError(f"job {name} not found")
             return self._view(name)
 
+    def list(self, parent_job_name: str | None = None, **kwargs):
+        """The children of a run, as run history answers them (azure-ai-ml's _BaseJob: name, status,
+        properties, tags). AutoML's test run logs its metrics when it completes."""
+        self.sim.sleep("jobs.list")
+        with self.lock:
+            self.listed[parent_job_name] += 1
+            views = []
+            for child in self.children.get(parent_job_name, []):
+                status = child["final"]
+                if self.listed[parent_job_name] <= child["polls"]:
+                    status = PROGRESS[1]
+                elif status == "Completed":
+                    self.tracking.runs[child["name"]].data.metrics.update(child["metrics"])
+                properties = {RUN_TYPE_PROPERTY: AUTOML_TEST_RUN_TYPE} if self.sim.test_run_typed else {}
+                views.append(SimpleNamespace(name=child["name"], status=status, properties=properties, tags={}))
+            return views
+
     def create_or_update(self, entity):
         self.sim.sleep("jobs.create")
         key = _key(entity.name)
@@ -199,16 +294,26 @@ class JobOperations:
             best = f"{name}_7"
             self.tracking.add(name, tags={"automl_best_child_run_id": best})
             if key in self.sim.mae:
-                # validation metrics on the child; the held-out ones on its model test run
+                # validation metrics on the child; the held-out ones on its model test run, once it completes
                 self.tracking.add(best, {"mean_absolute_error": self.sim.mae[key] * 0.9}, parent=name)
-                self.tracking.add(f"{best}_test", {"mean_absolute_error": self.sim.mae[key]}, parent=best)
+                if self.sim.test_run_status is not None:
+                    test = f"{best}_test"
+                    self.tracking.add(test, parent=best)
+                    self.children[best] = [{
+                        "name": test,
+                        "final": self.sim.test_run_status,
+                        "polls": self.sim.test_run_polls,
+                        "metrics": {"mean_absolute_error": self.sim.mae[key]},
+                        "error": "ModelTestError: predictions failed on the test data",
+                    }]
             else:
                 self.tracking.add(best, {"AUC_weighted": self.sim.auc}, parent=name)
         else:
             self.tracking.add(name, {"MAE": self.sim.mae[key], "RMSE": self.sim.mae[key] * 1.5})
 
     def _run_details(self, name: str):
-        return SimpleNamespace(error=SimpleNamespace(error=SimpleNamespace(message=self.runs[name]["error"])))
+        run = self.runs.get(name) or next(c for runs in self.children.values() for c in runs if c["name"] == name)
+        return SimpleNamespace(error=SimpleNamespace(error=SimpleNamespace(message=run["error"])))
 
 
 class EndpointOperations:
@@ -234,7 +339,11 @@ class EndpointOperations:
         with self.lock:
             self.sent.append(sent)
             self.events.append(("traffic", endpoint.name, sent.traffic))
-            host = f"https://{endpoint.name}.westeurope.inference.ml.azure.com"
+            if getattr(endpoint, "compute", None):  # Kubernetes: the inference router's address
+                scheme = "http" if self.sim.kubernetes_host[0].isdigit() else "https"
+                host = f"{scheme}://{self.sim.kubernetes_host}/api/v1/endpoint/{endpoint.name}"
+            else:
+                host = f"https://{endpoint.name}.westeurope.inference.ml.azure.com"
             live = SimpleNamespace(
                 name=endpoint.name,
                 auth_mode=endpoint.auth_mode,
@@ -276,6 +385,8 @@ class DeploymentOperations:
             self.sent.append(copy.copy(deployment))
         if self.kind_of(deployment) in self.sim.failing_deployments:
             return Poller(error=HttpResponseError("Deployment failed: ResourceNotReady: container crashed"))
+        if self.kind_of(deployment) in self.sim.stuck_deployments:
+            return Poller(stuck=True)
         with self.lock:
             self.store[(deployment.endpoint_name, deployment.name)] = deployment
         return Poller(deployment)
@@ -296,9 +407,22 @@ class DeploymentOperations:
         return f"Traceback: {name} failed to load the model"
 
 
+class WorkspaceOperations:
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+
+    def get(self, name: str):
+        self.sim.sleep("workspaces.get")
+        if self.sim.workspace_errors:
+            raise self.sim.workspace_errors.pop(0)
+        uri = f"azureml://westeurope.api.azureml.ms/mlflow/v1.0/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+        return SimpleNamespace(name=name, mlflow_tracking_uri=uri)
+
+
 class FakeWorkspace:
     def __init__(self, sim: Simulation | None = None):
         self.sim = sim or Simulation()
+        self.workspaces = WorkspaceOperations(self.sim)
         self.tracking = FakeTracking(self.sim)
         self.data = AssetOperations(self.sim, "data")
         self.environments = AssetOperations(self.sim, "environments")
@@ -314,6 +438,6 @@ class FakeWorkspace:
             resource_group_name=outputs[keys.RESOURCE_GROUP],
             workspace_name=outputs[keys.WORKSPACE],
         )
-        for name in ("jobs", "data", "environments", "models", "online_endpoints", "online_deployments"):
+        for name in ("workspaces", "jobs", "data", "environments", "models", "online_endpoints", "online_deployments"):
             setattr(ml_client, f"_{name}", getattr(self, name))
         return ml_client

@@ -2,8 +2,11 @@
 
 `run_stack("dev")` evaluates the program with `Pulumi.dev.yaml`'s real config and returns every
 registered resource (type token, name, inputs, mocked state, and the options the engine would
-see: parent, protect, replace_on_changes, ...) and the stack's exports as plain values. It is
-cached per stack, so the suite evaluates each stack once; `evaluate` runs any config uncached.
+see: parent, protect, replace_on_changes, ...) and the stack's exports as the engine stores them:
+serialized the way `Stack._finish` registers them, so an export that serializes to None is gone
+(pulumi/runtime/rpc.py, serialize_properties), exactly as `pulumi stack output --json` would not
+show it. `stack_output_json` renders them as that command prints them. It is cached per stack, so
+the suite evaluates each stack once; `evaluate` runs any config uncached.
 
 Secrets are never committed: each operator sets them with `pulumi config set --secret`. So the
 harness fakes every secret the program reads (`infra.settings.SECRET_KEYS`) and any `secure:`
@@ -15,6 +18,7 @@ resets all three before each run, so several stacks can run in one pytest proces
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import runpy
@@ -27,15 +31,16 @@ from typing import Any, Mapping
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from google.protobuf import json_format
 from pulumi.runtime import settings as runtime_settings
-from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.stack import massage, run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra import stacks  # noqa: E402  (needs ROOT on sys.path)
+from infra import rules, stacks  # noqa: E402  (needs ROOT on sys.path)
 from infra.settings import PROJECT, SECRET_KEYS  # noqa: E402
 
 SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000001"
@@ -46,19 +51,49 @@ FAKE_PEM = "-----BEGIN FAKE TEST PEM-----\nbm90IGEgcmVhbCBjZXJ0aWZpY2F0ZQ==\n---
 FAKE_SECURE_VALUE = "fake-secure-config-value"
 FAKE_CLIENT_SECRET = "fake-client-secret-value"
 
-# the input that carries each Azure resource's own name, and its ARM resource type
-_AZURE = {
-    "azure-native:resources:ResourceGroup": ("resourceGroupName", None),
-    "azure-native:operationalinsights:Workspace": ("workspaceName", "Microsoft.OperationalInsights/workspaces"),
-    "azure-native:applicationinsights:Component": ("resourceName", "Microsoft.Insights/components"),
-    "azure-native:storage:StorageAccount": ("accountName", "Microsoft.Storage/storageAccounts"),
-    "azure-native:keyvault:Vault": ("vaultName", "Microsoft.KeyVault/vaults"),
-    "azure-native:containerregistry:Registry": ("registryName", "Microsoft.ContainerRegistry/registries"),
+# token -> (the input that carries the resource's ARM name, its ARM ID below the resource group). A resource's
+# `name` output is that ARM name, as Azure answers, never the Pulumi logical name.
+_ARM = {
+    "azure-native:resources:ResourceGroup": ("resourceGroupName", lambda i, n: ""),
+    "azure-native:operationalinsights:Workspace": (
+        "workspaceName", lambda i, n: f"/providers/Microsoft.OperationalInsights/workspaces/{n}"),
+    "azure-native:applicationinsights:Component": ("resourceName", lambda i, n: f"/providers/Microsoft.Insights/components/{n}"),
+    "azure-native:storage:StorageAccount": ("accountName", lambda i, n: f"/providers/Microsoft.Storage/storageAccounts/{n}"),
+    "azure-native:keyvault:Vault": ("vaultName", lambda i, n: f"/providers/Microsoft.KeyVault/vaults/{n}"),
+    "azure-native:keyvault:Secret": (
+        "secretName", lambda i, n: f"/providers/Microsoft.KeyVault/vaults/{i['vaultName']}/secrets/{n}"),
+    "azure-native:containerregistry:Registry": (
+        "registryName", lambda i, n: f"/providers/Microsoft.ContainerRegistry/registries/{n}"),
     "azure-native:machinelearningservices:Workspace": (
-        "workspaceName",
-        "Microsoft.MachineLearningServices/workspaces",
+        "workspaceName", lambda i, n: f"/providers/Microsoft.MachineLearningServices/workspaces/{n}"),
+    "azure-native:machinelearningservices:Compute": (
+        "computeName",
+        lambda i, n: f"/providers/Microsoft.MachineLearningServices/workspaces/{i['workspaceName']}/computes/{n}",
     ),
-    "azure-native:containerservice:ManagedCluster": ("resourceName", "Microsoft.ContainerService/managedClusters"),
+    "azure-native:containerservice:ManagedCluster": (
+        "resourceName", lambda i, n: f"/providers/Microsoft.ContainerService/managedClusters/{n}"),
+    "azure-native:kubernetesconfiguration:Extension": (
+        "extensionName",
+        lambda i, n: f"/providers/Microsoft.ContainerService/managedClusters/{i['clusterName']}"
+        f"/providers/Microsoft.KubernetesConfiguration/extensions/{n}",
+    ),
+    "azure-native:managedidentity:UserAssignedIdentity": (
+        "resourceName", lambda i, n: f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{n}"),
+    "azure-native:network:VirtualNetwork": ("virtualNetworkName", lambda i, n: f"/providers/Microsoft.Network/virtualNetworks/{n}"),
+    "azure-native:network:NatGateway": ("natGatewayName", lambda i, n: f"/providers/Microsoft.Network/natGateways/{n}"),
+    "azure-native:network:PublicIPAddress": (
+        "publicIpAddressName", lambda i, n: f"/providers/Microsoft.Network/publicIPAddresses/{n}"),
+    "azure-native:network:PrivateEndpoint": (
+        "privateEndpointName", lambda i, n: f"/providers/Microsoft.Network/privateEndpoints/{n}"),
+    "azure-native:network:PrivateDnsZoneGroup": (
+        "privateDnsZoneGroupName",
+        lambda i, n: f"/providers/Microsoft.Network/privateEndpoints/{i['privateEndpointName']}/privateDnsZoneGroups/{n}",
+    ),
+    "azure-native:privatedns:PrivateZone": ("privateZoneName", lambda i, n: f"/providers/Microsoft.Network/privateDnsZones/{n}"),
+    "azure-native:privatedns:VirtualNetworkLink": (
+        "virtualNetworkLinkName",
+        lambda i, n: f"/providers/Microsoft.Network/privateDnsZones/{i['privateZoneName']}/virtualNetworkLinks/{n}",
+    ),
 }
 
 
@@ -70,43 +105,53 @@ def _group_id(group: str) -> str:
     return f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{group}"
 
 
+def _identity(arm_id: str, *, client: bool = False) -> dict:
+    """A managed identity as Entra ID issues it: its own principal (and client) ID, distinct per identity."""
+    issued = {"principalId": _uuid(arm_id, "principal"), "tenantId": TENANT_ID}
+    return {**issued, "clientId": _uuid(arm_id, "client")} if client else issued
+
+
+def fake_kubeconfig(cluster: str) -> str:
+    """The admin kubeconfig `listClusterAdminCredential` returns (base64 of this text), with a fake token."""
+    return (
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: {cluster}\n  cluster:\n    server: https://{cluster}.hcp.westeurope.azmk8s.io:443\n"
+        f"contexts:\n- name: {cluster}-admin\n  context:\n    cluster: {cluster}\n    user: clusterAdmin\n"
+        f"current-context: {cluster}-admin\n"
+        "users:\n- name: clusterAdmin\n  user:\n    token: fake-admin-token\n"
+    )
+
+
+class RoleAssignmentExists(Exception):
+    """What ARM answers a second assignment of one role to one principal at one scope (HTTP 409)."""
+
+
 class PlatformMocks(pulumi.runtime.Mocks):
-    """Answers like Azure and Entra ID would: real-looking IDs and the state the program reads back."""
+    """Answers as ARM and Entra ID do: the ARM name from the name input, ARM IDs, a distinct principal per
+    identity, the computed fields the program reads, and a 409 for a role assignment that exists. A resource
+    type it has no answer for fails the run, so a new type cannot pass on an echo of its own inputs."""
+
+    def __init__(self):
+        self.role_assignments: dict[tuple[str, str, str], str] = {}
+        self.invokes: list[str] = []  # every invoke token the program called, in order
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         inputs, token = dict(args.inputs), args.typ
-        if token in _AZURE:
-            name_key, arm_type = _AZURE[token]
-            name = inputs.get(name_key) or f"{args.name}{_uuid(args.name)[:8]}"
+        if token in _ARM:
+            name_key, path = _ARM[token]
+            name = inputs[name_key]
             group = inputs.get("resourceGroupName", name)
-            arm_id = _group_id(group) + (f"/providers/{arm_type}/{name}" if arm_type else "")
-            state = {**inputs, "name": name, **self._computed(token, name, arm_id, inputs)}
-            return arm_id, state
-        if token == "azure-native:machinelearningservices:Compute":
-            name = inputs["computeName"]
-            arm_id = (
-                f"{_group_id(inputs['resourceGroupName'])}/providers/Microsoft.MachineLearningServices"
-                f"/workspaces/{inputs['workspaceName']}/computes/{name}"
-            )
-            state = {**inputs, "name": name}
-            if "identity" in inputs:
-                state["identity"] = {**inputs["identity"], "principalId": _uuid(arm_id), "tenantId": TENANT_ID}
-            return arm_id, state
-        if token == "azure-native:kubernetesconfiguration:Extension":
-            name = inputs["extensionName"]
-            arm_id = (
-                f"{_group_id(inputs['resourceGroupName'])}/providers/Microsoft.ContainerService/managedClusters/"
-                f"{inputs['clusterName']}/providers/Microsoft.KubernetesConfiguration/extensions/{name}"
-            )
-            return arm_id, {**inputs, "name": name, "provisioningState": "Succeeded"}
-        if token == "azure-native:keyvault:Secret":
-            arm_id = (
-                f"{_group_id(inputs['resourceGroupName'])}/providers/Microsoft.KeyVault/vaults/"
-                f"{inputs['vaultName']}/secrets/{inputs['secretName']}"
-            )
-            return arm_id, {**inputs, "name": inputs["secretName"]}
+            arm_id = _group_id(group) + path(inputs, name)
+            return arm_id, {**inputs, "name": name, **self._computed(token, name, arm_id, inputs)}
         if token == "azure-native:authorization:RoleAssignment":
-            name = _uuid(inputs["scope"], inputs["principalId"], inputs["roleDefinitionId"])
+            key = (inputs["scope"].lower(), inputs["principalId"], inputs["roleDefinitionId"].lower())
+            if key in self.role_assignments:
+                raise RoleAssignmentExists(
+                    f"RoleAssignmentExists: The role assignment already exists. ({args.name} repeats "
+                    f"{self.role_assignments[key]}: role {key[2].rsplit('/', 1)[-1]} for {key[1]} at {key[0]})"
+                )
+            self.role_assignments[key] = args.name
+            name = _uuid(*key)  # Pulumi names a role assignment with a new GUID
             return f"{inputs['scope']}/providers/Microsoft.Authorization/roleAssignments/{name}", {**inputs, "name": name}
         if token == "azuread:index/application:Application":
             object_id = _uuid("application", inputs["displayName"])
@@ -124,7 +169,13 @@ class PlatformMocks(pulumi.runtime.Mocks):
                 **inputs,
                 "credentialId": credential_id,
             }
-        return f"{args.name}-id", inputs  # components and anything the program adds later
+        if token == "kubernetes:amlarc.azureml.com/v1alpha1:InstanceType":
+            # cluster-scoped: the Kubernetes provider's ID is the object's name
+            metadata = inputs["metadata"]
+            return metadata["name"], {**inputs, "metadata": {**metadata, "uid": _uuid("instancetype", metadata["name"])}}
+        if token.startswith("pulumi:providers:") or token.startswith("azureml-platform:"):
+            return f"{args.name}-id", inputs  # providers and the platform's own components
+        raise NotImplementedError(f"PlatformMocks has no ARM-like answer for {token} ({args.name}): add one")
 
     @staticmethod
     def _computed(token: str, name: str, arm_id: str, inputs: dict) -> dict:
@@ -139,22 +190,29 @@ class PlatformMocks(pulumi.runtime.Mocks):
             return {"customerId": _uuid(arm_id)}
         if token == "azure-native:applicationinsights:Component":
             return {"instrumentationKey": _uuid(arm_id), "connectionString": f"InstrumentationKey={_uuid(arm_id)}"}
-        if token == "azure-native:machinelearningservices:Workspace":
-            return {"identity": {**inputs["identity"], "principalId": _uuid(arm_id), "tenantId": TENANT_ID}}
+        if token in ("azure-native:machinelearningservices:Workspace", "azure-native:machinelearningservices:Compute"):
+            return {"identity": {**inputs["identity"], **_identity(arm_id)}} if "identity" in inputs else {}
+        if token == "azure-native:managedidentity:UserAssignedIdentity":
+            return _identity(arm_id, client=True)
+        if token == "azure-native:network:VirtualNetwork":
+            return {"subnets": [{**subnet, "id": f"{arm_id}/subnets/{subnet['name']}"} for subnet in inputs.get("subnets", [])]}
         if token == "azure-native:containerservice:ManagedCluster":
-            kubelet = {
-                "objectId": _uuid(arm_id, "kubelet"),
-                "clientId": _uuid(arm_id, "kubelet-client"),
-                "resourceId": f"{arm_id}-agentpool",
-            }
-            return {
-                "identity": {**inputs["identity"], "principalId": _uuid(arm_id), "tenantId": TENANT_ID},
-                "identityProfile": {"kubeletidentity": kubelet},
-                "fqdn": f"{inputs.get('dnsPrefix', name)}.hcp.westeurope.azmk8s.io",
-            }
+            identity = dict(inputs["identity"])
+            if identity["type"] == "UserAssigned":  # the cluster runs as the identities it was given
+                identity["userAssignedIdentities"] = {uai: _identity(uai, client=True) for uai in identity["userAssignedIdentities"]}
+            else:
+                identity.update(_identity(arm_id))
+            # AKS makes the kubelet's identity itself, in the node resource group
+            kubelet = {"objectId": _uuid(arm_id, "kubelet"), "clientId": _uuid(arm_id, "kubelet-client"),
+                       "resourceId": f"{arm_id}-agentpool"}  # fmt: skip
+            return {"identity": identity, "identityProfile": {"kubeletidentity": kubelet},
+                    "fqdn": f"{inputs.get('dnsPrefix', name)}.hcp.{inputs['location']}.azmk8s.io"}  # fmt: skip
+        if token == "azure-native:kubernetesconfiguration:Extension":
+            return {"provisioningState": "Succeeded"}
         return {}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
+        self.invokes.append(args.token)
         if args.token == "azure-native:authorization:getClientConfig":
             return {
                 "clientId": DEPLOYER_CLIENT_ID,
@@ -162,6 +220,9 @@ class PlatformMocks(pulumi.runtime.Mocks):
                 "subscriptionId": SUBSCRIPTION_ID,
                 "tenantId": TENANT_ID,
             }, []
+        if args.token == "azure-native:containerservice:listManagedClusterAdminCredentials":
+            kubeconfig = base64.b64encode(fake_kubeconfig(args.args["resourceName"]).encode()).decode()
+            return {"kubeconfigs": [{"name": "clusterAdmin", "value": kubeconfig}]}, []
         raise NotImplementedError(f"no mock answer for the invoke {args.token}")
 
 
@@ -172,6 +233,16 @@ def is_secret(value: Any) -> bool:
 
 def reveal(value: Any) -> Any:
     return value["value"] if is_secret(value) else value
+
+
+def revealed(value: Any) -> Any:
+    """`value` with every secret inside it unwrapped, as a policy pack sees inputs (deserialize_properties)."""
+    value = reveal(value)
+    if isinstance(value, dict):
+        return {key: revealed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [revealed(item) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -189,11 +260,20 @@ class Resource:
     delete_before_replace: bool
     ignore_changes: tuple[str, ...]
     additional_secret_outputs: tuple[str, ...]
+    property_dependencies: dict  # input -> URNs its value comes from
+    request: Any  # the RegisterResourceRequest the engine received: what a policy pack is built from
 
     @property
     def custom(self) -> bool:
         """A cloud resource, not a component."""
         return not self.type.startswith("azureml-platform:")
+
+    def rule_view(self) -> rules.Resource:
+        """This resource as the rules in infra/ see it."""
+        return rules.Resource(
+            type=self.type, name=self.name, urn=self.urn, inputs=revealed(self.inputs), protect=self.protect,
+            parent=self.parent, property_dependencies=self.property_dependencies,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -201,11 +281,15 @@ class StackRun:
     stack: str
     config: Mapping[str, str]
     resources: tuple[Resource, ...]
-    outputs: Mapping[str, Any]
+    outputs: Mapping[str, Any]  # as the engine stores them, secrets revealed
     secret_outputs: frozenset[str]  # the export keys that are Pulumi secrets
+    dropped_outputs: frozenset[str]  # exported in Python, gone on the wire (their value was None)
 
     def of_type(self, token: str) -> list[Resource]:
         return [resource for resource in self.resources if resource.type == token]
+
+    def rule_resources(self) -> tuple[rules.Resource, ...]:
+        return tuple(resource.rule_view() for resource in self.resources)
 
     def one(self, token: str, name: str | None = None) -> Resource:
         found = [r for r in self.of_type(token) if name is None or r.name == name]
@@ -247,6 +331,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     delete_before_replace=bool(request.deleteBeforeReplace),
                     ignore_changes=tuple(request.ignoreChanges),
                     additional_secret_outputs=tuple(request.additionalSecretOutputs),
+                    property_dependencies={key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()},
+                    request=request,
                 )
             )
         return tuple(found)
@@ -263,27 +349,42 @@ def stack_config(stack_name: str) -> dict[str, str]:
     return config
 
 
-def evaluate(stack_name: str, config: Mapping[str, str], monitor: RecordingMonitor | None = None) -> StackRun:
-    """Run `__main__.py` once for `stack_name` with `config`; raises what the program raises.
-
-    Pass a `monitor` to see what was registered before a failure.
+def evaluate(
+    stack_name: str, config: Mapping[str, str], monitor: RecordingMonitor | None = None, preview: bool = False
+) -> StackRun:
+    """Run `__main__.py` once for `stack_name` with `config`, as `pulumi up` (or `pulumi preview` with
+    `preview`) would; raises what the program raises. Pass a `monitor` to see what was registered before a
+    failure.
     """
     monitor = monitor or RecordingMonitor(PlatformMocks())
     runtime_settings.ROOT.set(None)  # set_mocks only builds a fresh root stack when none is set
     secret_keys = [key for key, value in config.items() if key in SECRET_KEYS or value == FAKE_SECURE_VALUE]
     pulumi.runtime.set_all_config(dict(config), secret_keys)
-    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack_name, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack_name, preview=preview, monitor=monitor)
 
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
 
     exports = runtime_settings.get_root_resource().outputs
-    outputs, secret = {}, set()
-    for key, value in exports.items():
-        output = pulumi.Output.from_input(value)
-        outputs[key] = _sync_await(output.future())
-        if _sync_await(output.is_secret()):
-            secret.add(key)
-    return StackRun(stack_name, dict(config), monitor.resources_registered(), outputs, frozenset(secret))
+    outputs, secret = engine_outputs(exports)
+    dropped = frozenset(set(exports) - set(outputs))
+    return StackRun(stack_name, dict(config), monitor.resources_registered(), outputs, secret, dropped)
+
+
+def engine_outputs(exports: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """The exports as the engine receives them when the program ends (`Stack._finish`: massage, then
+    serialize_properties, which drops every value that serializes to None), secrets revealed, and the
+    keys that are secrets. Under mocks the root stack registered its outputs before the program ran,
+    so this serializes them itself, while the mock monitor (which supports secrets) is still set."""
+    serialized = _sync_await(rpc.serialize_properties(massage(dict(exports), []), {}))
+    plain = json_format.MessageToDict(serialized)
+    secret = frozenset(key for key, value in plain.items() if is_secret(value))
+    return {key: reveal(value) for key, value in plain.items()}, secret
+
+
+def stack_output_json(run: StackRun, show_secrets: bool = False) -> str:
+    """What `pulumi stack output --json [--show-secrets]` prints for this run."""
+    shown = {key: value if show_secrets or key not in run.secret_outputs else "[secret]" for key, value in run.outputs.items()}
+    return json.dumps(shown, indent=2)
 
 
 @functools.lru_cache(maxsize=None)

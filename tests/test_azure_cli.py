@@ -12,7 +12,7 @@ from infra import outputs as keys
 from jobs import azure_commands, cli
 from jobs.azure_target import AzureTarget
 from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
-from tests.stack_harness import run_stack
+from tests.stack_harness import run_stack, stack_output_json
 from tests.test_azure_stage import OUTPUTS
 
 
@@ -32,9 +32,12 @@ def write_outputs(tmp_path, outputs) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_dry_run_on_the_stack_outputs(stack, tmp_path, capsys):
-    outputs = dict(run_stack(stack).outputs)
+@pytest.mark.parametrize("stack, gpu, egress", [("dev", False, None), ("prod", True, "disabled")])
+def test_dry_run_on_the_stack_outputs(stack, gpu, egress, tmp_path, capsys):
+    """The outputs as `pulumi stack output --json --show-secrets` prints them: dev has no GPU cluster, so
+    no gpu_cluster_name at all, and its sweep runs on the CPU cluster; prod is private."""
+    outputs = json.loads(stack_output_json(run_stack(stack), show_secrets=True))
+    assert (keys.GPU_CLUSTER in outputs) is gpu
     outputs[keys.AUTOMATION_CLIENT_SECRET] = "a-secret-that-must-not-show"
     code = cli.main(["run", "--outputs", write_outputs(tmp_path, outputs), "--dry-run", "--data-dir", str(tmp_path)])
     printed = capsys.readouterr().out
@@ -44,8 +47,16 @@ def test_dry_run_on_the_stack_outputs(stack, tmp_path, capsys):
     jobs = [by_name[f"# job {key}"] for key in ("housing-lightgbm", "housing-automl-regression")]
     assert {job["compute"] for job in jobs} == {f"azureml:{outputs[keys.CPU_CLUSTER]}"}
     sweep = by_name["# job housing-mlp-sweep"]
-    assert sweep["compute"] == f"azureml:{outputs[keys.GPU_CLUSTER] or outputs[keys.CPU_CLUSTER]}"
+    if gpu:
+        assert sweep["compute"] == f"azureml:{outputs[keys.GPU_CLUSTER]}"
+        assert "# job housing-mlp-sweep" in documents
+    else:
+        assert sweep["compute"] == f"azureml:{outputs[keys.CPU_CLUSTER]}"
+        note = f"no {keys.GPU_CLUSTER} output (GPU cluster off in this stack): housing-mlp-sweep runs on the CPU cluster"
+        assert any(title.startswith(f"# job housing-mlp-sweep ({note}") for title in documents)
     assert sweep["trial"]["environment"].startswith("azureml:tabular-training-gpu:")
+    managed_deployment = next(doc for title, doc in documents.items() if title.startswith("# managed deployment"))
+    assert managed_deployment.get("egress_public_network_access") == egress
     managed = by_name["# managed online endpoint"]
     assert managed["name"] == outputs[keys.MANAGED_ENDPOINT] and managed["auth_mode"] == "key"
     kubernetes = by_name["# kubernetes online endpoint"]
@@ -62,6 +73,8 @@ def test_missing_and_malformed_outputs_are_named(tmp_path, capsys, dry_run):
     outputs = {k: v for k, v in OUTPUTS.items() if k not in (keys.WORKSPACE, keys.KUBERNETES_COMPUTE)}
     outputs[keys.CPU_CLUSTER] = None
     outputs[keys.TENANT_ID] = "[secret]"
+    outputs[keys.STORAGE_ACCOUNT] = ""
+    outputs[keys.NETWORK_ISOLATION] = "vnet"
     code = cli.main(["run", "--outputs", write_outputs(tmp_path, outputs)] + (["--dry-run"] if dry_run else []))
     error = capsys.readouterr().err
     assert code == 1
@@ -70,9 +83,11 @@ def test_missing_and_malformed_outputs_are_named(tmp_path, capsys, dry_run):
         f"{keys.KUBERNETES_COMPUTE}: missing",
         f"{keys.CPU_CLUSTER}: is null",
         f"{keys.TENANT_ID}: hidden as a secret",
+        f"{keys.STORAGE_ACCOUNT}: expected a non-empty string, got str",
+        f"{keys.NETWORK_ISOLATION}: 'vnet' is none of public, private",
     ):
         assert message in error
-    assert keys.GPU_CLUSTER not in error  # null is allowed there
+    assert keys.GPU_CLUSTER not in error  # optional: absent is fine
 
 
 def test_stack_outputs_need_the_pulumi_cli(capsys, monkeypatch):
@@ -82,6 +97,7 @@ def test_stack_outputs_need_the_pulumi_cli(capsys, monkeypatch):
 
 
 def test_authentication_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("AZUREML_PLATFORM_CREDENTIAL", "default")  # even inside a GitHub job that has OIDC
     monkeypatch.setattr("azure.identity.DefaultAzureCredential", lambda: FakeCredential(fail=True))
     code = cli.main(["run", "--outputs", write_outputs(tmp_path, OUTPUTS)])
     error = capsys.readouterr().err
@@ -141,3 +157,21 @@ def test_steps_name_what_is_missing(data_dir, tmp_path, capsys, monkeypatch):
     assert "model housing-regressor:latest is not registered" in capsys.readouterr().err
     assert cli.main(["invoke", *common]) == 1
     assert f"managed endpoint {OUTPUTS[keys.MANAGED_ENDPOINT]} does not exist yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "gpu, expected",
+    [("absent", None), (None, None), ("gpu-from-outputs", "gpu-from-outputs")],
+    ids=["absent, as the engine exports it", "null, from an older outputs file", "exported"],
+)
+def test_optional_outputs_read_as_none_when_absent_or_null(tmp_path, gpu, expected):
+    outputs = dict(OUTPUTS) if gpu == "absent" else {**OUTPUTS, keys.GPU_CLUSTER: gpu}
+    read = azure_commands.load_outputs(None, write_outputs(tmp_path, outputs))
+    assert set(read) == set(keys.REQUIRED + keys.OPTIONAL)
+    assert read[keys.GPU_CLUSTER] == expected
+
+
+def test_a_malformed_optional_output_is_named(tmp_path, capsys):
+    code = cli.main(["run", "--outputs", write_outputs(tmp_path, {**OUTPUTS, keys.GPU_CLUSTER: 7}), "--dry-run"])
+    assert code == 1
+    assert f"{keys.GPU_CLUSTER}: expected a non-empty string, got int" in capsys.readouterr().err

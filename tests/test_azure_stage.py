@@ -3,13 +3,17 @@ in-memory workspace (tests/azure_fake.py) that records every entity sent."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from infra import outputs as keys
-from jobs import flow
+from jobs import azure_assets, azure_entities, flow
+from jobs.azure_rollout import RolloutOptions
 from jobs.azure_target import AzureTarget, connect
-from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
+from tests.azure_fake import FakeClock, FakeCredential, FakeWorkspace, Simulation
 
+# as `pulumi stack output --json` prints a public stack without a GPU cluster: no gpu_cluster_name at all
 OUTPUTS = {
     keys.SUBSCRIPTION_ID: "00000000-0000-4000-8000-000000000001",
     keys.TENANT_ID: "00000000-0000-4000-8000-000000000002",
@@ -17,10 +21,11 @@ OUTPUTS = {
     keys.LOCATION: "westeurope",
     keys.WORKSPACE: "mlw-test",
     keys.CPU_CLUSTER: "cpu-from-outputs",
-    keys.GPU_CLUSTER: None,
     keys.KUBERNETES_COMPUTE: "k8s-from-outputs",
     keys.KUBERNETES_INSTANCE_TYPE: "instance-type-from-outputs",
     keys.KEY_VAULT_URI: "https://kv-test.vault.azure.net/",
+    keys.STORAGE_ACCOUNT: "sttestfromoutputs",
+    keys.NETWORK_ISOLATION: "public",
     keys.REGISTRY_LOGIN_SERVER: "crtest.azurecr.io",
     keys.AUTOMATION_CLIENT_ID: "00000000-0000-4000-8000-000000000005",
     keys.MANAGED_ENDPOINT: "managed-from-outputs",
@@ -28,10 +33,10 @@ OUTPUTS = {
 }
 
 
-def stage(data_dir, sim: Simulation | None = None, outputs=OUTPUTS, workspace: FakeWorkspace | None = None):
+def stage(data_dir, sim: Simulation | None = None, outputs=OUTPUTS, workspace: FakeWorkspace | None = None, **options):
     workspace = workspace or FakeWorkspace(sim)
     client = workspace.client(outputs)
-    return workspace, AzureTarget(client, outputs, workspace.tracking, data_dir, poll_seconds=0.002)
+    return workspace, AzureTarget(client, outputs, workspace.tracking, data_dir, poll_seconds=0.002, **options)
 
 
 def run(target) -> tuple[flow.Summary, list[str]]:
@@ -60,8 +65,9 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
 
     jobs = {job.tags["job"]: job for job in workspace.jobs.submitted}
     assert set(jobs) == {job.key for job in flow.JOBS}
-    assert {job.compute for job in jobs.values()} == {OUTPUTS[keys.CPU_CLUSTER]}  # GPU cluster null
-    assert any("housing-mlp-sweep runs on the CPU cluster cpu-from-outputs" in line for line in lines)
+    assert {job.compute for job in jobs.values()} == {OUTPUTS[keys.CPU_CLUSTER]}  # no GPU cluster output
+    assert any("no gpu_cluster_name output (GPU cluster off in this stack): housing-mlp-sweep runs on the CPU "
+               "cluster cpu-from-outputs" in line for line in lines)
     version = {name: entity.version for name, entity in data.items()}
     assert jobs["housing-lightgbm"].inputs["data"].path == f"azureml:housing:{version['housing']}"
     automl = jobs["housing-automl-regression"]
@@ -81,6 +87,7 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     assert kubernetes.compute == OUTPUTS[keys.KUBERNETES_COMPUTE]
     deployments = {d.endpoint_name: d for d in workspace.online_deployments.sent}
     assert deployments[managed.name].app_insights_enabled is True
+    assert deployments[managed.name].egress_public_network_access is None  # a public stack: Azure's default
     assert deployments[managed.name].model == f"azureml:{model.name}:{model.version}"
     k8s_deployment = deployments[kubernetes.name]
     assert k8s_deployment.instance_type == OUTPUTS[keys.KUBERNETES_INSTANCE_TYPE]
@@ -160,16 +167,30 @@ def test_failed_job_is_reported_with_its_error_and_log(data_dir):
     assert [job.name for job in workspace.jobs.submitted[len(flow.JOBS):]] == [f"{name}-r2"]
 
 
-def test_failed_deployment_leaves_traffic_and_names_the_deployment(data_dir):
-    workspace, target = stage(data_dir, Simulation(failing_deployments=("kubernetes",)))
+@pytest.mark.parametrize(
+    "failing, other, simulation, rollout, says",
+    [
+        (keys.KUBERNETES_ENDPOINT, keys.MANAGED_ENDPOINT, Simulation(failing_deployments=("kubernetes",)),
+         RolloutOptions(), "failed: "),
+        (keys.MANAGED_ENDPOINT, keys.KUBERNETES_ENDPOINT, Simulation(stuck_deployments=("managed",)),
+         RolloutOptions(deployment_timeout_s=0.05), "failed: its provisioning did not finish within 0.05 s"),
+    ],
+    ids=["fails to provision", "never finishes provisioning"],
+)  # fmt: skip
+def test_a_failed_deployment_leaves_traffic_names_itself_and_the_other_rollout_goes_on(
+    data_dir, failing, other, simulation, rollout, says
+):
+    workspace, target = stage(data_dir, simulation, rollout=rollout)
     with pytest.raises(flow.FlowError) as failure:
         run(target)
-    endpoint = OUTPUTS[keys.KUBERNETES_ENDPOINT]
+    endpoint = OUTPUTS[failing]
     (deployment,) = [d for d in workspace.online_deployments.sent if d.endpoint_name == endpoint]
     message = str(failure.value)
-    assert f"deployment {deployment.name} on endpoint {endpoint} failed" in message
-    assert "traffic left at none" in message and "failed to load the model" in message
+    assert f"deployment {deployment.name} on endpoint {endpoint} {says}" in message
+    assert "traffic left at none" in message and "failed to load the model" in message  # and the last log lines
     assert traffic_steps(workspace, endpoint) == [{}]  # created, never routed
+    (served,) = [d for d in workspace.online_deployments.sent if d.endpoint_name == OUTPUTS[other]]
+    assert traffic_steps(workspace, OUTPUTS[other])[-1] == {served.name: 100}
 
 
 def test_failed_smoke_test_keeps_the_old_deployment_serving(data_dir):
@@ -194,12 +215,19 @@ def test_failed_smoke_test_keeps_the_old_deployment_serving(data_dir):
     assert (endpoint, old) not in workspace.online_deployments.deleted
 
 
-def test_authentication_failure_is_one_clear_message():
+def test_authentication_failure_is_one_clear_message(monkeypatch):
+    for variable in ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "AZUREML_PLATFORM_CREDENTIAL"):
+        monkeypatch.delenv(variable, raising=False)
+    credential = FakeCredential(fail=True)
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", lambda: credential)
+    lines = []
     with pytest.raises(flow.FlowError) as failure:
-        connect(OUTPUTS, FakeCredential(fail=True))
+        connect(OUTPUTS, report=lines.append)
     message = str(failure.value)
     assert "could not authenticate to Azure with DefaultAzureCredential" in message and "az login" in message
     assert OUTPUTS[keys.AUTOMATION_CLIENT_ID] in message
+    assert credential.calls == 1  # not a delay worth waiting for: no retry
+    assert lines == ["signing in with DefaultAzureCredential (environment, workload identity, managed identity or `az login`)"]
 
 
 def test_mlflow_reads_the_workspace_tracking_server_with_the_stage_token(monkeypatch):
@@ -225,3 +253,111 @@ def test_mlflow_reads_the_workspace_tracking_server_with_the_stage_token(monkeyp
     tracking = WorkspaceMlflow(SimpleNamespace(workspaces=workspaces, workspace_name="w"), FakeCredential())
     assert tracking.get_run("job-1") == ("fake-token-never-printed", "job-1")
     assert opened["uri"] == f"https://{uri}"
+
+
+AUTOML = next(job for job in flow.JOBS if job.key == "housing-automl-regression")
+
+
+def run_automl(data_dir, sim: Simulation, **options) -> tuple[flow.JobResult, str, list[str]]:
+    """The housing AutoML job alone: its result, its best child, and the lines it reported."""
+    workspace, target = stage(data_dir, sim, **options)
+    lines: list[str] = []
+    target.prepare(lines.append)
+    result = target.run_job(AUTOML, lines.append)
+    return result, f"{result.run_name}_7", lines
+
+
+@pytest.mark.parametrize("typed", [True, False], ids=["test run typed automl.model_test", "untyped: any child"])
+def test_automl_waits_for_its_model_test_run_and_uses_its_metrics(data_dir, typed):
+    sim = Simulation(test_run_polls=3, test_run_typed=typed)
+    result, best, lines = run_automl(data_dir, sim)
+    assert result.succeeded
+    assert result.metrics["MAE"] == sim.mae[AUTOML.key]  # the test run's, not the validation 0.9 x
+    waiting = f"waiting for AutoML's test run {best}_test under best child {best} (Running)"
+    assert lines.count(waiting) == 1  # said once, not once per poll
+
+
+def test_automl_fails_when_its_model_test_run_fails(data_dir):
+    result, best, _ = run_automl(data_dir, Simulation(test_run_status="Failed", test_run_polls=1))
+    assert result.error == (
+        f"AutoML job {result.run_name}: its model test run {best}_test under best child {best} Failed: "
+        "ModelTestError: predictions failed on the test data"
+    )
+    assert not result.metrics  # never the validation metrics instead
+
+
+def test_automl_fails_when_no_model_test_run_appears_in_time(data_dir):
+    result, best, lines = run_automl(data_dir, Simulation(test_run_status=None), test_run_wait_s=0.05)
+    assert result.error.startswith(f"AutoML job {result.run_name}: no finished model test run under best child {best} after")
+    assert result.error.endswith("(no child runs); is test_data set in the spec?")
+    assert f"waiting for AutoML to start its test run under best child {best}" in lines
+
+
+def test_uploads_wait_for_the_storage_firewall(data_dir):
+    clock = FakeClock()
+    workspace, target = stage(data_dir, Simulation(storage_denials=3), storage_backoff=clock.backoff(first=5, longest=30, budget=180))
+    lines: list[str] = []
+    target.prepare(lines.append)
+    assert len(workspace.data.created) + len(workspace.environments.created) == len(target.assets)
+    assert len(clock.sleeps) == 3
+    assert f"waiting for storage account {OUTPUTS[keys.STORAGE_ACCOUNT]} to let this machine in " \
+           "(403 AuthorizationFailure); retry 1 in 5s" in lines
+
+
+def test_uploads_give_up_on_a_closed_storage_firewall(data_dir):
+    clock = FakeClock()
+    _, target = stage(data_dir, Simulation(storage_denials=10_000), storage_backoff=clock.backoff(first=5, longest=30, budget=60))
+    with pytest.raises(flow.FlowError) as failure:
+        target.prepare(lambda line: None)
+    message = str(failure.value)
+    assert "gave up after" in message and "(403 AuthorizationFailure): This request is not authorized" in message
+    assert f"check that storage account {OUTPUTS[keys.STORAGE_ACCOUNT]}'s firewall allows this machine's public IP" in message
+
+
+
+
+@pytest.mark.parametrize(
+    "host, resolves",
+    [("20.50.60.70", None), ("ml.contoso.example", True), ("ml.contoso.example", False)],
+    ids=["router IP: nothing to resolve", "sslCname with its A record", "sslCname without a DNS record"],
+)
+def test_kubernetes_scoring_host_must_resolve_before_the_smoke_test(data_dir, host, resolves):
+    looked_up = []
+
+    def resolve(name, port):
+        looked_up.append(name)
+        if not resolves:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("20.50.60.70", 0))]
+
+    workspace, target = stage(data_dir, Simulation(kubernetes_host=host), rollout=RolloutOptions(resolve=resolve))
+    endpoint = OUTPUTS[keys.KUBERNETES_ENDPOINT]
+    if resolves is False:
+        with pytest.raises(flow.FlowError) as failure:
+            run(target)
+        message = str(failure.value)
+        assert f"kubernetes endpoint {endpoint}: its scoring host {host} does not resolve" in message
+        assert f"create a DNS A record for {host} pointing at the EXTERNAL-IP of " \
+               "`kubectl get service azureml-fe --namespace azureml`" in message
+        assert "traffic left at none" in message
+        assert not [e for e in workspace.online_endpoints.events if e[0] == "invoke" and e[1] == endpoint]  # no smoke test
+        managed = OUTPUTS[keys.MANAGED_ENDPOINT]
+        assert list(traffic_steps(workspace, managed)[-1].values()) == [100]  # the managed rollout went on
+    else:
+        summary, _ = run(target)
+        assert any(e.scoring_uri.startswith(("http://20.50.60.70/", f"https://{host}/")) for e in summary.endpoints)
+    assert looked_up == ([] if resolves is None else [host])  # managed endpoints are Azure's names: never looked up
+
+
+@pytest.mark.parametrize("isolation, egress", [("public", None), ("private", "disabled")])
+def test_private_stacks_deploy_with_private_egress_under_a_new_name(isolation, egress):
+    model = flow.RegisteredModel(flow.MODEL_NAME, "3", flow.HOLDOUT_METRIC, 1.0, "job")
+    assets = {asset.name: asset for asset in azure_assets.environment_assets()}
+    outputs = {**OUTPUTS, keys.NETWORK_ISOLATION: isolation}
+    public = {kind: azure_entities.deployment_entity(kind, OUTPUTS, model, assets) for kind in azure_entities.ENDPOINT_KINDS}
+    built = {kind: azure_entities.deployment_entity(kind, outputs, model, assets) for kind in azure_entities.ENDPOINT_KINDS}
+    assert built["managed"].egress_public_network_access == egress
+    assert getattr(built["kubernetes"], "egress_public_network_access", None) is None  # managed deployments only
+    # egress cannot change on a deployment, so a changed egress is a new deployment
+    assert (built["managed"].name == public["managed"].name) is (egress is None)
+    assert built["kubernetes"].name == public["kubernetes"].name

@@ -1,13 +1,25 @@
 """The stack outputs: the contract between infra/ (which exports them) and jobs/ (which reads them)."""
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
 
 from infra import outputs
 from infra.naming import RULES
-from stack_harness import FAKE_CLIENT_SECRET, ROOT, evaluate, is_secret, reveal, run_stack, stack_config, stack_names, with_setting
+from stack_harness import (
+    FAKE_CLIENT_SECRET,
+    ROOT,
+    evaluate,
+    is_secret,
+    reveal,
+    run_stack,
+    stack_config,
+    stack_names,
+    stack_output_json,
+    with_setting,
+)
 
 STACKS = stack_names()
 CONTRACT_KEYS = {
@@ -43,14 +55,15 @@ def test_jobs_reads_the_contract():
 def test_every_required_key_is_exported(stack):
     run = run_stack(stack)
     assert set(outputs.REQUIRED) <= set(run.outputs)
-    assert set(run.outputs) <= set(outputs.REQUIRED) | set(outputs.SECRET), "undeclared keys: add them to infra/outputs.py"
-    nulls = {key for key, value in run.outputs.items() if value is None}
-    assert nulls <= set(outputs.NULLABLE)
+    declared = set(outputs.REQUIRED) | set(outputs.OPTIONAL) | set(outputs.SECRET)
+    assert set(run.outputs) <= declared, "undeclared keys: add them to infra/outputs.py"
+    assert None not in run.outputs.values() and not run.dropped_outputs  # the engine would drop them
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_key_jobs_reads_is_exported(stack):
-    exported = set(run_stack(stack).outputs) | set(outputs.SECRET)  # secrets exist only when config asks
+    # secrets exist only when config asks, optional keys only when the stack has the thing
+    exported = set(run_stack(stack).outputs) | set(outputs.SECRET) | set(outputs.OPTIONAL)
     assert keys_jobs_reads() <= exported
 
 
@@ -63,10 +76,14 @@ def test_exports_name_the_real_resources(stack):
     assert exported[outputs.WORKSPACE] == run.one(f"{ml}:Workspace").state["name"]
     assert exported[outputs.CPU_CLUSTER] == run.one(f"{ml}:Compute", "cpu-cluster").state["name"]
     gpu = [r.state["name"] for r in run.of_type(f"{ml}:Compute") if r.name == "gpu-cluster"]
-    assert exported[outputs.GPU_CLUSTER] == (gpu[0] if gpu else None)
+    assert exported.get(outputs.GPU_CLUSTER) == (gpu[0] if gpu else None)
     kubernetes = run.one(f"{ml}:Compute", "kubernetes-compute")
     assert exported[outputs.KUBERNETES_COMPUTE] == kubernetes.state["name"]
-    assert exported[outputs.KUBERNETES_INSTANCE_TYPE] in kubernetes.inputs["properties"]["properties"]["instanceTypes"]
+    instance_type = run.one("kubernetes:amlarc.azureml.com/v1alpha1:InstanceType")
+    assert exported[outputs.KUBERNETES_INSTANCE_TYPE] == instance_type.state["metadata"]["name"]
+    assert exported[outputs.STORAGE_ACCOUNT] == run.one("azure-native:storage:StorageAccount").state["name"]
+    isolated = bool(run.of_type("azure-native:network:VirtualNetwork"))
+    assert exported[outputs.NETWORK_ISOLATION] == ("private" if isolated else "public")
     vault = run.one("azure-native:keyvault:Vault").state
     assert exported[outputs.KEY_VAULT_URI] == f"https://{vault['name']}.vault.azure.net/"
     assert exported[outputs.REGISTRY_LOGIN_SERVER] == run.one("azure-native:containerregistry:Registry").state["loginServer"]
@@ -81,8 +98,16 @@ def test_endpoint_names_are_valid_and_unique_per_stack():
     assert all(RULES["managed_endpoint"].check(name) is None for name in names)
 
 
-def test_dev_has_no_gpu_cluster_output():
-    assert run_stack("dev").outputs[outputs.GPU_CLUSTER] is None
+def test_an_optional_key_is_absent_as_pulumi_stack_output_shows_it():
+    """dev has no GPU cluster, so `pulumi stack output --json` has no gpu_cluster_name (never a null)."""
+    assert outputs.GPU_CLUSTER not in json.loads(stack_output_json(run_stack("dev")))
+    assert json.loads(stack_output_json(run_stack("prod")))[outputs.GPU_CLUSTER] == "gpu-cluster"
+
+
+def test_secrets_print_as_pulumi_prints_them():
+    run = evaluate("dev", with_setting(stack_config("dev"), "azureml-platform:createClientSecret", True))
+    assert json.loads(stack_output_json(run))[outputs.AUTOMATION_CLIENT_SECRET] == "[secret]"
+    assert json.loads(stack_output_json(run, show_secrets=True))[outputs.AUTOMATION_CLIENT_SECRET] == FAKE_CLIENT_SECRET
 
 
 def test_client_secret_only_on_request_and_only_as_a_secret():

@@ -24,7 +24,7 @@ def only_problem(config, stack="dev"):
 def test_the_stack_files_are_valid(stack):
     parsed = settings.parse(stack_config(stack), stack)
     assert parsed.environment == stack
-    assert parsed.tags == {"project": NS, "stack": stack, "managed-by": "pulumi"}
+    assert parsed.tags == {"project": NS, "stack": stack, "managed-by": "pulumi", "environment": stack}
 
 
 def test_missing_required_key():
@@ -134,3 +134,70 @@ def test_the_program_declares_nothing_when_settings_are_bad():
     with pytest.raises(settings.SettingsError, match=r"cpuCluster\.minNodes \(9\) is greater"):
         evaluate("dev", config, monitor=monitor)
     assert monitor.requests == {}
+
+
+@pytest.mark.parametrize("mode", ["AllowInternetOutbound", "AllowOnlyApprovedOutbound"])
+def test_a_managed_network_is_refused_because_it_cannot_hold_kubernetes_compute(mode):
+    problem = only_problem(with_setting(stack_config("prod"), f"{NS}:workspace.isolationMode", mode), "prod")
+    assert problem.startswith(f"{NS}:workspace.isolationMode is {mode!r}; a managed virtual network cannot hold")
+    assert "Kubernetes and attached VMs aren't supported in an Azure Machine Learning managed virtual network." in problem
+
+
+def test_prod_must_have_its_own_network():
+    config = with_setting(stack_config("prod"), f"{NS}:network.isolated", False)
+    assert only_problem(config, "prod").startswith(f"{NS}:network.isolated is false; prod keeps compute")
+
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        ("trainingSubnet", "10.70.0.0/24", "is outside azureml-platform:network.addressSpace"),
+        ("aksSubnet", "10.60.0.128/25", "overlaps"),
+        ("aksSubnet", "10.60.4.0/29", "it needs at least 12"),  # 6 nodes + 1 upgrade surge + 5 reserved
+        ("addressSpace", "172.16.0.0/12", "the Docker bridge network"),
+        ("addressSpace", "10.244.0.0/14", "AKS's pod range"),
+        ("privateEndpointSubnet", "10.60.1.0/33", "expected an IPv4 CIDR"),
+    ],
+)
+def test_bad_network_address_plans(key, value, says):
+    problems = problems_for(with_setting(stack_config("prod"), f"{NS}:network.{key}", value), "prod")
+    assert any(problem.startswith(f"{NS}:network.{key}") and says in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [(["10.1.2.0/24"], "a private range"), (["20.61.0.0/31"], "no /31"), (["not-an-ip"], "expected an IPv4 address"),
+     ("20.61.0.0/24", None)],
+)  # fmt: skip
+def test_allowed_ip_ranges_are_public_ipv4(value, says):
+    config = with_setting(stack_config("prod"), f"{NS}:network.allowedIpRanges", value)
+    if says is None:  # one range on its own is read as a list of one
+        assert settings.parse(config, "prod").network.allowed_ip_ranges == ("20.61.0.0/24",)
+    else:
+        assert says in only_problem(config, "prod")
+
+
+def test_a_switched_off_network_is_not_checked():
+    config = with_setting(stack_config("dev"), f"{NS}:network.addressSpace", "not a cidr")
+    assert settings.parse(config, "dev").network.isolated is False
+
+
+def test_registry_features_need_premium():
+    config = with_setting(stack_config("dev"), f"{NS}:registryZoneRedundancy", True)
+    assert only_problem(config).startswith(f"{NS}:registryZoneRedundancy is true with registrySku 'Basic'")
+    problems = problems_for(with_setting(stack_config("prod"), f"{NS}:registrySku", "Standard"), "prod")
+    assert any("private endpoints need a Premium registry" in problem for problem in problems), problems
+
+
+def test_storage_sku_must_suit_a_workspace():
+    problem = only_problem(with_setting(stack_config("dev"), f"{NS}:storageSku", "Premium_LRS"))
+    assert problem.startswith(f"{NS}:storageSku is 'Premium_LRS'; allowed: Standard_LRS")
+
+
+def test_aks_authorized_ranges_and_switches():
+    assert "expected an IPv4 address or CIDR" in only_problem(
+        with_setting(stack_config("dev"), f"{NS}:aks.authorizedIpRanges", ["somewhere"]))
+    assert only_problem(with_setting(stack_config("dev"), f"{NS}:aks.encryptionAtHost", "maybe")) == (
+        f"{NS}:aks.encryptionAtHost is 'maybe'; allowed: true, false")
+    too_many = [f"20.{i // 250}.{i % 250}.0/24" for i in range(201)]
+    assert "the limit is 200" in only_problem(with_setting(stack_config("dev"), f"{NS}:aks.authorizedIpRanges", too_many))

@@ -3,14 +3,30 @@
 import base64
 import json
 
+import pulumi
 import pytest
 
 from infra import roles
+from infra.network import PRIVATE_DNS_ZONES
 from infra.settings import parse
-from stack_harness import FAKE_PEM, is_secret, reveal, run_stack, stack_config, stack_names
+from stack_harness import (
+    FAKE_PEM,
+    PlatformMocks,
+    RecordingMonitor,
+    evaluate,
+    fake_kubeconfig,
+    is_secret,
+    reveal,
+    run_stack,
+    stack_config,
+    stack_names,
+    with_setting,
+)
 
 STACKS = stack_names()
 ML = "azure-native:machinelearningservices"
+NETWORK = "azure-native:network"
+AKS = "azure-native:containerservice:ManagedCluster"
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -40,7 +56,9 @@ def test_every_cloud_resource_belongs_to_a_component(stack):
 def test_resource_group(stack, settings):
     group = stack.one("azure-native:resources:ResourceGroup").inputs
     assert group["location"] == settings.location
-    assert group["tags"] == {"project": "azureml-platform", "stack": stack.stack, "managed-by": "pulumi"}
+    assert group["tags"] == {
+        "project": "azureml-platform", "stack": stack.stack, "managed-by": "pulumi", "environment": settings.environment
+    }
 
 
 def test_workspace_based_application_insights(stack, settings):
@@ -52,12 +70,27 @@ def test_workspace_based_application_insights(stack, settings):
     assert insights["ingestionMode"] == "LogAnalytics"
 
 
-def test_storage_account(stack):
+def test_storage_account(stack, settings):
     account = stack.one("azure-native:storage:StorageAccount").inputs
     assert account["kind"] == "StorageV2"
+    assert account["sku"] == {"name": settings.storage_sku}
     assert account["minimumTlsVersion"] == "TLS1_2"
     assert account["enableHttpsTrafficOnly"] is True
     assert account["allowBlobPublicAccess"] is False
+    rules = account["networkRuleSet"]
+    workspace_id = stack.one(f"{ML}:Workspace").id
+    if settings.network.isolated:
+        # the internet is denied; the workspace comes in by a resource instance rule, the VNet by private endpoint
+        assert rules["defaultAction"] == "Deny"
+        assert rules["resourceAccessRules"] == [{"resourceId": workspace_id, "tenantId": stack.outputs["tenant_id"]}]
+    else:
+        assert rules["defaultAction"] == "Allow"
+
+
+def test_storage_firewall_takes_the_allowed_ranges_and_single_addresses_bare():
+    config = with_setting(stack_config("prod"), "azureml-platform:network.allowedIpRanges", ["20.61.0.0/24", "40.74.28.7/32"])
+    rules = evaluate("prod", config).one("azure-native:storage:StorageAccount").inputs["networkRuleSet"]
+    assert [rule["iPAddressOrRange"] for rule in rules["ipRules"]] == ["20.61.0.0/24", "40.74.28.7"]
 
 
 def test_key_vault(stack, settings):
@@ -66,12 +99,18 @@ def test_key_vault(stack, settings):
     assert vault["enableSoftDelete"] is True
     assert vault["softDeleteRetentionInDays"] == settings.key_vault.soft_delete_retention_days
     assert vault.get("enablePurgeProtection", False) is (settings.environment == "prod")
+    assert vault["networkAcls"] == {"defaultAction": "Deny", "bypass": "AzureServices"}
 
 
-def test_registry_without_admin_user(stack, settings):
-    registry = stack.one("azure-native:containerregistry:Registry").inputs
+def test_registry(stack, settings):
+    resource = stack.one("azure-native:containerregistry:Registry")
+    registry = resource.inputs
     assert registry["adminUserEnabled"] is False
     assert registry["sku"] == {"name": settings.registry_sku}
+    assert registry["zoneRedundancy"] == ("Enabled" if settings.registry_zone_redundancy else "Disabled")
+    assert resource.ignore_changes == ("zoneRedundancy",)  # set at creation; never an update of an existing one
+    assert registry["networkRuleBypassOptions"] == "AzureServices"
+    assert registry.get("networkRuleSet") == ({"defaultAction": "Deny"} if settings.network.isolated else None)
 
 
 def test_workspace_links_its_dependencies(stack, settings):
@@ -87,7 +126,10 @@ def test_workspace_links_its_dependencies(stack, settings):
     assert workspace["identity"] == {"type": "SystemAssigned"}
     assert workspace["v1LegacyMode"] is False
     assert workspace["publicNetworkAccess"] == settings.workspace.public_network_access
-    assert workspace["managedNetwork"]["isolationMode"] == settings.workspace.isolation_mode
+    # no managed network: it cannot hold the Kubernetes compute
+    assert workspace["managedNetwork"]["isolationMode"] == "Disabled"
+    # behind a firewall, images build on the CPU cluster, inside the VNet
+    assert workspace.get("imageBuildCompute") == (stack.outputs["cpu_cluster_name"] if settings.network.isolated else None)
 
 
 def grants(stack, principal_id):
@@ -99,15 +141,17 @@ def grants(stack, principal_id):
     }
 
 
-def test_workspace_identity_roles(stack):
+def test_workspace_identity_gets_only_the_role_azure_does_not_grant_itself(stack):
     principal = state(stack, f"{ML}:Workspace")["identity"]["principalId"]
-    storage = state(stack, "azure-native:storage:StorageAccount")["name"]
-    assert grants(stack, principal) == {
-        ("Storage Blob Data Contributor", storage),
-        ("Storage File Data Privileged Contributor", storage),
-        ("Key Vault Secrets Officer", state(stack, "azure-native:keyvault:Vault")["name"]),
-        ("AcrPush", state(stack, "azure-native:containerregistry:Registry")["name"]),
-    }
+    assert grants(stack, principal) == {("Key Vault Secrets Officer", state(stack, "azure-native:keyvault:Vault")["name"])}
+
+
+def test_every_identity_has_its_own_principal(stack):
+    principals = [r.state["identity"]["principalId"] for r in stack.resources if "principalId" in r.state.get("identity", {})]
+    principals += [state(stack, "azure-native:managedidentity:UserAssignedIdentity")["principalId"]]
+    principals += [state(stack, AKS)["identityProfile"]["kubeletidentity"]["objectId"]]
+    principals += [state(stack, "azuread:index/servicePrincipal:ServicePrincipal")["objectId"]]
+    assert len(principals) == len(set(principals)) >= 4
 
 
 def test_automation_identity_federates_with_github(stack, settings):
@@ -150,6 +194,19 @@ def test_cpu_cluster(stack, settings):
     assert "userAccountCredentials" not in properties
 
 
+def test_clusters_sit_in_the_training_subnet_without_public_ips_once_the_workspace_is_reachable(stack, settings):
+    endpoints = {r.urn for r in stack.of_type(f"{NETWORK}:PrivateEndpoint")}
+    for cluster in [r for r in stack.of_type(f"{ML}:Compute") if r.name.endswith("-cluster")]:
+        properties = cluster.inputs["properties"]["properties"]
+        if settings.network.isolated:
+            vnet = stack.one(f"{NETWORK}:VirtualNetwork").id
+            assert properties["subnet"] == {"id": f"{vnet}/subnets/snet-training"}
+            assert properties["enableNodePublicIp"] is False
+            assert endpoints <= set(cluster.dependencies)
+        else:
+            assert "subnet" not in properties and properties["enableNodePublicIp"] is True
+
+
 def test_gpu_cluster_follows_its_setting(stack, settings):
     gpu = [r for r in stack.of_type(f"{ML}:Compute") if r.name == "gpu-cluster"]
     assert bool(gpu) is settings.gpu_cluster.enabled
@@ -160,20 +217,55 @@ def test_gpu_cluster_follows_its_setting(stack, settings):
         assert properties["scaleSettings"]["minNodeCount"] == 0
 
 
-def test_clusters_pull_images_with_their_own_identity(stack):
-    registry = state(stack, "azure-native:containerregistry:Registry")["name"]
+def test_clusters_read_data_with_their_own_identity_and_leave_acrpull_to_azure(stack):
+    storage = state(stack, "azure-native:storage:StorageAccount")["name"]
     for cluster in stack.of_type(f"{ML}:Compute"):
         if cluster.inputs["properties"]["computeType"] == "AmlCompute":
-            assert ("AcrPull", registry) in grants(stack, cluster.state["identity"]["principalId"])
+            # "A managed identity is automatically granted ACRPull role on workspace ACR"
+            assert grants(stack, cluster.state["identity"]["principalId"]) == {("Storage Blob Data Contributor", storage)}
 
 
-def test_aks_uses_managed_identity_and_azure_rbac(stack, settings):
-    aks = stack.one("azure-native:containerservice:ManagedCluster").inputs
-    assert aks["identity"] == {"type": "SystemAssigned"}
+def test_aks_runs_as_its_own_identity_with_entra_id_azure_rbac_and_local_accounts(stack, settings):
+    cluster = stack.one(AKS)
+    aks = cluster.inputs
+    identity = stack.one("azure-native:managedidentity:UserAssignedIdentity")
+    assert aks["identity"] == {"type": "UserAssigned", "userAssignedIdentities": [identity.id]}
     assert aks["aadProfile"]["managed"] is True and aks["aadProfile"]["enableAzureRBAC"] is True
-    assert aks["disableLocalAccounts"] is True
+    assert aks["disableLocalAccounts"] is False  # the Azure ML extension needs them
     pool = aks["agentPoolProfiles"][0]
     assert (pool["minCount"], pool["maxCount"]) == (settings.aks.min_nodes, settings.aks.max_nodes)
+    if settings.network.isolated:
+        vnet = stack.one(f"{NETWORK}:VirtualNetwork").id
+        assert pool["vnetSubnetID"] == f"{vnet}/subnets/snet-aks"
+        # the identity holds Network Contributor on its subnet before the cluster is created
+        subnet_role = stack.one("azure-native:authorization:RoleAssignment", "aks-subnet-network")
+        assert subnet_role.inputs["principalId"] == identity.state["principalId"]
+        assert subnet_role.inputs["scope"] == pool["vnetSubnetID"]
+        assert subnet_role.urn in cluster.dependencies
+    else:
+        assert "vnetSubnetID" not in pool
+
+
+def test_aks_hardening(stack, settings):
+    aks = stack.one(AKS).inputs
+    assert aks["autoUpgradeProfile"] == {"upgradeChannel": "patch", "nodeOSUpgradeChannel": "NodeImage"}
+    network = aks["networkProfile"]
+    assert (network["networkPlugin"], network["networkPluginMode"]) == ("azure", "overlay")
+    assert (network["networkDataplane"], network["networkPolicy"]) == ("cilium", "cilium")
+    assert aks["agentPoolProfiles"][0]["enableEncryptionAtHost"] is settings.aks.encryption_at_host
+    if settings.aks.container_insights:
+        addon = aks["addonProfiles"]["omsagent"]
+        assert addon["enabled"] is True and addon["config"]["useAADAuth"] == "true"
+        assert addon["config"]["logAnalyticsWorkspaceResourceID"] == stack.one("azure-native:operationalinsights:Workspace").id
+    else:
+        assert "addonProfiles" not in aks
+    assert "apiServerAccessProfile" not in aks  # the stack files leave the API server open to Entra-authorized calls
+
+
+def test_aks_api_server_takes_the_authorized_ranges():
+    config = with_setting(stack_config("prod"), "azureml-platform:aks.authorizedIpRanges", ["203.0.113.0/24"])
+    aks = evaluate("prod", config).one(AKS).inputs
+    assert aks["apiServerAccessProfile"] == {"authorizedIPRanges": ["203.0.113.0/24"]}
 
 
 def test_azureml_extension(stack, settings):
@@ -182,6 +274,17 @@ def test_azureml_extension(stack, settings):
     assert extension["clusterName"] == state(stack, "azure-native:containerservice:ManagedCluster")["name"]
     assert (extension["clusterRp"], extension["clusterResourceName"]) == ("Microsoft.ContainerService", "managedClusters")
     configuration = extension["configurationSettings"]
+    aks = stack.one(AKS)
+    # what `az k8s-extension create` fills in for an AKS cluster (AzureMLKubernetes.py)
+    assert {key: configuration[key] for key in ("clusterId", "cluster_name", "prometheus.prometheusSpec.externalLabels.cluster_name")} == dict.fromkeys(
+        ("clusterId", "cluster_name", "prometheus.prometheusSpec.externalLabels.cluster_name"), aks.id)
+    assert configuration["cluster_name_friendly"] == aks.state["name"]
+    assert (configuration["location"], configuration["jobSchedulerLocation"]) == (settings.location,) * 2
+    assert configuration["domain"] == f"{settings.location}.cloudapp.azure.com"
+    assert (configuration["servicebus.enabled"], configuration["relayserver.enabled"], configuration["nginxIngress.enabled"]) == (
+        "false", "false", "true")
+    assert "identity" not in extension  # the CLI makes none for an AKS cluster
+    assert extension["scope"] == {"cluster": {"releaseNamespace": "azureml"}}
     assert configuration["enableInference"] == "True"
     assert configuration["inferenceRouterServiceType"] == settings.inference.router_service_type
     assert configuration["allowInsecureConnections"] == str(settings.inference.allow_insecure_connections)
@@ -205,26 +308,78 @@ def test_kubelet_can_pull_images_and_read_models(stack):
     }
 
 
+def test_the_instance_type_is_a_custom_resource_in_the_cluster(stack, settings):
+    """Created as the page documents (an InstanceType custom resource), through the cluster's API server."""
+    instance_type = stack.one("kubernetes:amlarc.azureml.com/v1alpha1:InstanceType")
+    instance = settings.inference.instance_type
+    assert instance_type.inputs["metadata"]["name"] == instance.name == stack.outputs["kubernetes_instance_type"]
+    assert instance_type.inputs["spec"] == {
+        "resources": {
+            "requests": {"cpu": instance.cpu_request, "memory": instance.memory_request},
+            "limits": {"cpu": instance.cpu_limit, "memory": instance.memory_limit},
+        }
+    }
+    assert stack.one("azure-native:kubernetesconfiguration:Extension").urn in instance_type.dependencies  # its CRD
+    provider = stack.one("pulumi:providers:kubernetes")
+    assert instance_type.request.provider.startswith(provider.urn)
+    kubeconfig = provider.inputs["kubeconfig"]
+    assert is_secret(kubeconfig) and reveal(kubeconfig) == fake_kubeconfig(stack.one(AKS).state["name"])
+
+
+def test_a_preview_never_asks_for_cluster_credentials():
+    """The read-only previewer may not list admin credentials: in a preview the kubeconfig stays unknown."""
+    credentials = "azure-native:containerservice:listManagedClusterAdminCredentials"
+    for preview in (True, False):
+        monitor = RecordingMonitor(PlatformMocks())
+        provider = evaluate("dev", stack_config("dev"), monitor, preview=preview).one("pulumi:providers:kubernetes")
+        assert isinstance(reveal(provider.inputs["kubeconfig"]), pulumi.output.Unknown) is preview
+        assert (credentials in monitor.mocks.invokes) is not preview
+
+
 def test_kubernetes_compute_is_attached_and_replaced_on_change(stack, settings):
     compute = stack.one(f"{ML}:Compute", "kubernetes-compute")
     attach = compute.inputs["properties"]
     assert attach["computeType"] == "Kubernetes"
-    assert attach["resourceId"] == stack.one("azure-native:containerservice:ManagedCluster").id
-    kubernetes = attach["properties"]
-    instance = settings.inference.instance_type
-    assert kubernetes["namespace"] == settings.inference.namespace
-    assert kubernetes["defaultInstanceType"] == instance.name
-    assert kubernetes["instanceTypes"] == {
-        instance.name: {
-            "resources": {
-                "requests": {"cpu": instance.cpu_request, "memory": instance.memory_request},
-                "limits": {"cpu": instance.cpu_limit, "memory": instance.memory_limit},
-            }
-        }
-    }
+    assert attach["resourceId"] == stack.one(AKS).id
+    assert attach["properties"] == {"namespace": settings.inference.namespace}
     assert compute.replace_on_changes == ("properties",)
     assert compute.delete_before_replace is True
     assert stack.one("azure-native:kubernetesconfiguration:Extension").urn in compute.dependencies
+    assert stack.one("kubernetes:amlarc.azureml.com/v1alpha1:InstanceType").urn in compute.dependencies
+
+
+def test_the_private_network(stack, settings):
+    network = [r for r in stack.resources if r.type.startswith(("azure-native:network:", "azure-native:privatedns:"))]
+    if not settings.network.isolated:
+        assert network == []
+        return
+    address = settings.network
+    vnet = stack.one(f"{NETWORK}:VirtualNetwork").inputs
+    assert vnet["addressSpace"] == {"addressPrefixes": [address.address_space]}
+    subnets = {subnet["name"]: subnet for subnet in vnet["subnets"]}
+    nat = stack.one(f"{NETWORK}:NatGateway")
+    assert subnets["snet-training"]["natGateway"] == {"id": nat.id}  # image builds, pip and conda
+    assert {name: subnet["addressPrefix"] for name, subnet in subnets.items()} == {
+        "snet-training": address.training_subnet, "snet-aks": address.aks_subnet,
+        "snet-private-endpoints": address.private_endpoint_subnet,
+    }  # fmt: skip
+    assert subnets["snet-private-endpoints"]["privateEndpointNetworkPolicies"] == "Disabled"
+    assert all(subnet["defaultOutboundAccess"] is False for subnet in subnets.values())
+    # one private endpoint per private link group, each in the subnet and registered in its zones
+    endpoints = {r.inputs["privateLinkServiceConnections"][0]["groupIds"][0]: r for r in stack.of_type(f"{NETWORK}:PrivateEndpoint")}
+    assert set(endpoints) == set(PRIVATE_DNS_ZONES)
+    targets = {"amlworkspace": f"{ML}:Workspace", "blob": "azure-native:storage:StorageAccount", "file": "azure-native:storage:StorageAccount",
+               "vault": "azure-native:keyvault:Vault", "registry": "azure-native:containerregistry:Registry"}  # fmt: skip
+    zones = {r.inputs["privateZoneName"]: r for r in stack.of_type("azure-native:privatedns:PrivateZone")}
+    groups = {r.inputs["privateEndpointName"]: r for r in stack.of_type(f"{NETWORK}:PrivateDnsZoneGroup")}
+    for group, endpoint in endpoints.items():
+        assert endpoint.inputs["privateLinkServiceConnections"][0]["privateLinkServiceId"] == stack.one(targets[group]).id
+        assert endpoint.inputs["subnet"]["id"] == f"{stack.one(f'{NETWORK}:VirtualNetwork').id}/subnets/snet-private-endpoints"
+        configs = groups[endpoint.state["name"]].inputs["privateDnsZoneConfigs"]
+        assert [config["privateDnsZoneId"] for config in configs] == [zones[zone].id for zone in PRIVATE_DNS_ZONES[group]]
+    links = stack.of_type("azure-native:privatedns:VirtualNetworkLink")
+    assert sorted(link.inputs["privateZoneName"] for link in links) == sorted(zones)
+    assert all(link.inputs["virtualNetwork"] == {"id": stack.one(f"{NETWORK}:VirtualNetwork").id} for link in links)
 
 
 def test_prod_protects_stateful_resources_and_dev_protects_nothing(stack, settings):
@@ -238,7 +393,7 @@ def test_prod_protects_stateful_resources_and_dev_protects_nothing(stack, settin
 
 def test_environments_differ_where_they_should():
     dev, prod = (parse(stack_config(name), name) for name in ("dev", "prod"))
-    assert dev.workspace.isolation_mode == "Disabled" and prod.workspace.isolation_mode != "Disabled"
+    assert (dev.network.isolated, prod.network.isolated) == (False, True)
     assert prod.cpu_cluster.max_nodes > dev.cpu_cluster.max_nodes
     assert (dev.protect, prod.protect) == (False, True)
     assert (dev.inference.allow_insecure_connections, prod.inference.allow_insecure_connections) == (True, False)

@@ -1,21 +1,16 @@
 """infra.purge against a fake ARM: azure-core's real requests transport over an in-memory adapter, so every
 request goes through the same pipeline (auth, retry, LRO polling) it takes against management.azure.com."""
 
-import io
 import json
-import time
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import pytest
-import requests
-import urllib3
-from azure.core.credentials import AccessToken
-from azure.core.pipeline.transport import RequestsTransport
 
 from infra import outputs as keys
 from infra import purge
 from stack_harness import ROOT, run_stack
+from tests.arm_fake import TOKEN, FakeArm, FakeCredential
 
 OTHER_STACK_TAGS = {"project": "azureml-platform", "stack": "qa", "managed-by": "pulumi"}
 
@@ -74,38 +69,6 @@ def dev():
                workspace.inputs["tags"])
 
 
-class FakeCredential:
-    def get_token(self, *scopes, **kwargs):
-        return AccessToken("fake-token", int(time.time()) + 3600)
-
-
-class FakeArm(requests.adapters.BaseAdapter):
-    """Answers from a table of (method, path) -> (status, body, headers) and records every request."""
-
-    def __init__(self, routes):
-        super().__init__()
-        self.routes, self.calls = routes, []
-
-    def send(self, request, **kwargs):
-        url = urlparse(request.url)
-        self.calls.append((request.method, url.path, parse_qs(url.query), request.headers.get("Authorization")))
-        status, body, headers = self.routes.get((request.method, url.path), (404, {"error": {
-            "code": "ResourceNotFound", "message": f"{url.path} not found"}}, {}))
-        response = requests.Response()
-        response.status_code, response.url, response.request = status, request.url, request
-        response.headers.update({"Content-Type": "application/json", **headers})
-        response._content = json.dumps(body).encode() if body is not None else b""
-        response.raw = urllib3.HTTPResponse(io.BytesIO(response._content), preload_content=False)
-        response.reason = "fake"
-        return response
-
-    def close(self):
-        pass
-
-    def writes(self):
-        return [(method, path) for method, path, _, _ in self.calls if method != "GET"]
-
-
 @pytest.fixture
 def stack_dir(tmp_path, dev):
     """What the teardown hands purge: `pulumi stack output --json` of the dev stack, saved before destroy."""
@@ -117,34 +80,32 @@ def stack_dir(tmp_path, dev):
 def run(stack_dir, routes, *extra, stack="dev", config_dir=ROOT):
     """purge as the teardown runs it, against the repository's own Pulumi.<stack>.yaml files by default."""
     arm = FakeArm(routes)
-    session = requests.Session()
-    session.mount("https://", arm)
     argv = ["--stack", stack, "--outputs", str(stack_dir / "outputs.json"), "--config-dir", str(config_dir), *extra]
-    code = purge.main(argv, credential=FakeCredential(), transport=RequestsTransport(session=session))
+    code = purge.main(argv, credential=FakeCredential(), transport=arm.transport())
     return code, arm
 
 
 def test_purges_the_stacks_vault_and_workspace_and_waits_for_the_operations(dev, stack_dir, capsys, monkeypatch):
     monkeypatch.setattr(purge, "POLLING_INTERVAL_S", 0)
     routes = {
-        ("GET", dev.vault_record): (200, dev.deleted_vault(), {}),
+        ("GET", dev.vault_record): dev.deleted_vault(),
         ("POST", dev.vault_record + "/purge"): (202, None, {"Location": dev.poll}),
-        ("GET", urlparse(dev.poll).path): (200, None, {}),
-        ("DELETE", dev.workspace_id): (200, None, {}),
+        ("GET", urlparse(dev.poll).path): (200, None),
+        ("DELETE", dev.workspace_id): (200, None),
     }
     code, arm = run(stack_dir, routes)
     assert code == 0, capsys.readouterr()
     assert arm.writes() == [("POST", dev.vault_record + "/purge"), ("DELETE", dev.workspace_id)]
-    delete = next(call for call in arm.calls if call[0] == "DELETE")
-    assert delete[2]["forceToPurge"] == ["true"] and delete[2]["api-version"] == [purge.ML_API]
-    assert ("GET", urlparse(dev.poll).path) in [(m, p) for m, p, _, _ in arm.calls], "the purge LRO was not awaited"
-    assert all(auth == "Bearer fake-token" for *_, auth in arm.calls)
+    delete = next(call for call in arm.calls if call.method == "DELETE")
+    assert delete.query["forceToPurge"] == ["true"] and delete.query["api-version"] == [purge.ML_API]
+    assert urlparse(dev.poll).path in arm.paths("GET"), "the purge LRO was not awaited"
+    assert all(call.authorization == f"Bearer {TOKEN}" for call in arm.calls)
     out = capsys.readouterr().out
     assert f"Key Vault {dev.vault}: purged" in out and f"Azure ML workspace {dev.workspace}: purged" in out
 
 
 def test_dry_run_lists_what_it_would_purge_and_changes_nothing(dev, stack_dir, capsys):
-    code, arm = run(stack_dir, {("GET", dev.vault_record): (200, dev.deleted_vault(), {})}, "--dry-run")
+    code, arm = run(stack_dir, {("GET", dev.vault_record): dev.deleted_vault()}, "--dry-run")
     assert code == 0
     assert arm.writes() == []
     out = capsys.readouterr().out
@@ -165,7 +126,7 @@ def test_nothing_soft_deleted_is_not_an_error(dev, stack_dir, capsys):
     ({"purge_protection": True}, "purge protection"),
 ])
 def test_never_purges_a_vault_that_is_not_the_stacks(dev, stack_dir, capsys, record, why):
-    code, arm = run(stack_dir, {("GET", dev.vault_record): (200, dev.deleted_vault(**record), {})})
+    code, arm = run(stack_dir, {("GET", dev.vault_record): dev.deleted_vault(**record)})
     assert code == 1
     assert ("POST", dev.vault_record + "/purge") not in arm.writes()
     out = capsys.readouterr().out
@@ -173,31 +134,31 @@ def test_never_purges_a_vault_that_is_not_the_stacks(dev, stack_dir, capsys, rec
 
 
 def test_before_destroy_the_stacks_live_workspace_is_deleted_for_good(dev, stack_dir, capsys):
-    routes = {("GET", dev.workspace_id): (200, dev.live_workspace(), {}), ("DELETE", dev.workspace_id): (200, None, {})}
+    routes = {("GET", dev.workspace_id): dev.live_workspace(), ("DELETE", dev.workspace_id): (200, None)}
     code, arm = run(stack_dir, routes)
     assert code == 0
     assert arm.writes() == [("DELETE", dev.workspace_id)]
-    assert next(call for call in arm.calls if call[0] == "DELETE")[2]["forceToPurge"] == ["true"]
+    assert next(call for call in arm.calls if call.method == "DELETE").query["forceToPurge"] == ["true"]
     out = capsys.readouterr().out
     assert f"Azure ML workspace {dev.workspace}: purged (deleted permanently" in out
     assert f"Key Vault {dev.vault}: nothing to purge" in out  # the vault is still live until destroy
 
 
 def test_dry_run_on_a_live_workspace_changes_nothing(dev, stack_dir, capsys):
-    code, arm = run(stack_dir, {("GET", dev.workspace_id): (200, dev.live_workspace(), {})}, "--dry-run")
+    code, arm = run(stack_dir, {("GET", dev.workspace_id): dev.live_workspace()}, "--dry-run")
     assert code == 0 and arm.writes() == []
     assert "would purge (live: would delete it permanently" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("tags", [{}, OTHER_STACK_TAGS])
 def test_never_deletes_a_live_workspace_without_the_stacks_tags(dev, stack_dir, capsys, tags):
-    code, arm = run(stack_dir, {("GET", dev.workspace_id): (200, dev.live_workspace(tags), {})})
+    code, arm = run(stack_dir, {("GET", dev.workspace_id): dev.live_workspace(tags)})
     assert code == 1 and arm.writes() == []
     assert f"Azure ML workspace {dev.workspace}: refused (it does not carry stack 'dev' tags" in capsys.readouterr().out
 
 
 def test_refuses_prod_before_any_request(dev, stack_dir, capsys):
-    code, arm = run(stack_dir, {("GET", dev.vault_record): (200, dev.deleted_vault(), {})}, stack="prod")
+    code, arm = run(stack_dir, {("GET", dev.vault_record): dev.deleted_vault()}, stack="prod")
     assert code == 1
     assert arm.calls == []
     assert "stack 'prod' is protected" in capsys.readouterr().err
@@ -230,8 +191,8 @@ def test_unusable_outputs_name_the_problem(dev, stack_dir, capsys, content, mess
 
 def test_an_arm_error_names_the_resource_and_the_arm_code(dev, stack_dir, capsys):
     routes = {
-        ("GET", dev.vault_record): (200, dev.deleted_vault(), {}),
-        ("POST", dev.vault_record + "/purge"): (403, {"error": {"code": "AuthorizationFailed", "message": "no"}}, {}),
+        ("GET", dev.vault_record): dev.deleted_vault(),
+        ("POST", dev.vault_record + "/purge"): (403, {"error": {"code": "AuthorizationFailed", "message": "no"}}),
     }
     code, arm = run(stack_dir, routes)
     assert code == 1
@@ -241,6 +202,6 @@ def test_an_arm_error_names_the_resource_and_the_arm_code(dev, stack_dir, capsys
 
 def test_a_workspace_whose_resource_group_is_gone_is_reported_not_skipped(dev, stack_dir, capsys):
     gone = {"error": {"code": "ResourceGroupNotFound", "message": f"Resource group '{dev.group}' could not be found."}}
-    code, _ = run(stack_dir, {("DELETE", dev.workspace_id): (404, gone, {})})
+    code, _ = run(stack_dir, {("DELETE", dev.workspace_id): (404, gone)})
     assert code == 1
     assert f"resource group {dev.group} is gone" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from azure.ai.ml.entities import Command
 from azure.ai.ml.sweep import SweepJob
 from azure.ai.ml.entities._job.automl.automl_job import AutoMLJob
 
+from infra.constraints import deployment_fits_instance_type
 from jobs.flow import JOBS, SPECS_DIR
 from jobs.local import render, sample
 
@@ -195,24 +196,27 @@ def test_endpoint_spec_validates(path):
     assert (path.parent / code.code / code.scoring_script).is_file(), f"{path.name}: scoring script not found"
 
 
-KUBERNETES_QUANTITY = re.compile(r"(\d+(?:\.\d+)?)(m|Ki|Mi|Gi|Ti)?")
-QUANTITY_UNITS = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+def instance_type_resources(stack: str) -> dict:
+    from infra.stacks import stack_config
 
-
-def quantity(text: str) -> float:
-    number, unit = KUBERNETES_QUANTITY.fullmatch(str(text)).groups()
-    return float(number) * QUANTITY_UNITS[unit]
+    instance_type = stack_config(stack, ROOT)["azureml-platform:inference"]["instanceType"]
+    return {part: {kind: instance_type[f"{kind}{part[:-1].capitalize()}"] for kind in ("cpu", "memory")} for part in ("requests", "limits")}
 
 
 @pytest.mark.parametrize("stack", sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")))
 def test_kubernetes_deployment_fits_the_stacks_instance_type(stack):
-    """The scoring pod's requests and limits must fit the instance type the stack attaches."""
-    from infra.stacks import stack_config
-
-    instance_type = stack_config(stack, ROOT)["azureml-platform:inference"]["instanceType"]
+    """The scoring pod's resources keep the rules of "Create and manage instance types" against the instance
+    type the stack creates (infra/constraints.py)."""
     resources = read(SPECS_DIR / "endpoints" / "kubernetes-deployment.yml")["resources"]
-    for kind in ("requests", "limits"):
-        for resource in ("cpu", "memory"):
-            wanted = quantity(resources[kind][resource])
-            allowed = quantity(instance_type[f"{resource}{kind[:-1].capitalize()}"])
-            assert wanted <= allowed, f"{kind}.{resource} {resources[kind][resource]} exceeds {stack}'s {instance_type['name']}"
+    assert deployment_fits_instance_type(resources, instance_type_resources(stack)) == []
+
+
+def test_a_deployment_at_its_instance_types_limit_is_caught():
+    """"the resource limits must be less than the instance type limits. Otherwise, deployment fails." """
+    ceiling = instance_type_resources("dev")
+    at_the_limit = {"requests": {"cpu": "100m", "memory": "512Ki"}, "limits": dict(ceiling["limits"])}
+    assert deployment_fits_instance_type(at_the_limit, ceiling) == [
+        "requests.memory must be at least 1 MB",
+        f"limits.cpu {ceiling['limits']['cpu']} is not less than the instance type's {ceiling['limits']['cpu']}",
+        f"limits.memory {ceiling['limits']['memory']} is not less than the instance type's {ceiling['limits']['memory']}",
+    ]

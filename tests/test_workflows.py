@@ -1,7 +1,10 @@
-"""The GitHub workflows: actionlint (with shellcheck on `run:` scripts) passes, and the delivery rules hold."""
+"""The GitHub workflows: actionlint (with shellcheck on `run:` scripts) passes, and the delivery rules hold,
+including the timeouts held against the job specs' own limits."""
 
+import copy
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -10,13 +13,32 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra import outputs as keys
+from infra import e2e, firewall
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+SPECS = sorted((ROOT / "jobs" / "specs").glob("*.yml"))
 # actionlint and shellcheck come from requirements.txt as wheels, beside this interpreter
 TOOLS = Path(sys.executable).parent
 PINNED = re.compile(r"@(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
+STACK_WORKFLOW = "./.github/workflows/stack.yml"
+STAGE_COMMAND = ".venv/bin/python -m jobs run --outputs outputs.json"
+DEPLOYER = "${{ vars.AZURE_CLIENT_ID }}"
+
+# GitHub-hosted runners: "Each job in a workflow can run for up to 6 hours of execution time. If a job reaches
+# this limit, the job is terminated and fails." (GitHub docs, Actions limits)
+GITHUB_JOB_LIMIT_MINUTES = 360
+# What the stage needs beyond the longest training limit (the jobs run at the same time): clusters scaling up
+# from zero, first image builds and queueing (30), then the managed and Kubernetes rollouts, which run in
+# parallel, with their smoke tests (30). Our estimate, not a documented figure.
+STAGE_MARGIN_MINUTES = 60
+# the stage job's own steps around the stage step: checkout, pip install, and closing the storage firewall
+STAGE_JOB_OVERHEAD_MINUTES = 10
+# the e2e job's steps before infra.e2e starts: checkout, pip install, the Pulumi CLI
+E2E_SETUP_MINUTES = 15
+# `pulumi up` of a fresh dev-like stack (no private endpoints): AKS, the Azure ML extension, the Kubernetes
+# compute. Our estimate, not a measured or documented figure
+E2E_UP_ESTIMATE_MINUTES = 60
 
 
 def load(name):
@@ -37,8 +59,27 @@ def steps(document):
     return [step for job in document["jobs"].values() for step in job.get("steps", [])]
 
 
+def is_login(step):
+    return step.get("uses", "").startswith("azure/login@")
+
+
+def stage_job(stack=None):
+    return (stack or load("stack.yml"))["jobs"]["stage"]
+
+
+def stage_step(job):
+    return next(step for step in job["steps"] if step.get("run") == STAGE_COMMAND)
+
+
+def callers():
+    """(workflow, job name, job) for every job that calls stack.yml."""
+    return [(path.name, name, job) for path in WORKFLOWS for name, job in load(path.name)["jobs"].items()
+            if job.get("uses") == STACK_WORKFLOW]
+
+
 def test_there_are_the_delivery_workflows():
-    assert {path.name for path in WORKFLOWS} >= {"pull-request.yml", "deploy.yml", "teardown.yml", "stack.yml"}
+    expected = {"pull-request.yml", "deploy.yml", "teardown.yml", "stack.yml", "e2e.yml"}
+    assert {path.name for path in WORKFLOWS} >= expected
 
 
 def test_actionlint_passes_on_every_workflow():
@@ -79,19 +120,23 @@ def test_every_action_is_pinned_to_a_full_version_or_a_commit():
 
 
 def test_least_permissions_per_job():
-    for name in ("pull-request.yml", "deploy.yml", "teardown.yml"):
+    for name in ("pull-request.yml", "deploy.yml", "teardown.yml", "e2e.yml"):
         document = load(name)
         assert document["permissions"] == {}, f"{name}: the workflow default must grant nothing"
         for job_name, job in document["jobs"].items():
             permissions = job["permissions"]
             assert permissions.get("contents") == "read", f"{name}:{job_name}"
-            calls_stack = job.get("uses") == "./.github/workflows/stack.yml"
-            # OIDC only where the job logs in to Azure (every stack operation does)
-            assert (permissions.get("id-token") == "write") == calls_stack, f"{name}:{job_name} id-token"
+            calls_stack = job.get("uses") == STACK_WORKFLOW
+            signs_in = calls_stack or any(is_login(step) for step in job.get("steps", []))
+            # OIDC only where the job signs in to Azure (every stack operation does, and the e2e run)
+            assert (permissions.get("id-token") == "write") == signs_in, f"{name}:{job_name} id-token"
             is_preview = calls_stack and job["with"]["operation"] == "preview"
             assert (permissions.get("pull-requests") == "write") == is_preview, f"{name}:{job_name} pull-requests"
             assert set(permissions) <= {"contents", "id-token", "pull-requests"}, f"{name}:{job_name}"
-    assert "permissions" not in load("stack.yml")["jobs"]["pulumi"], "the callers set the permissions"
+    stack = load("stack.yml")
+    assert "permissions" not in stack["jobs"]["pulumi"], "the callers set the permissions"
+    # the stage never gets more than it needs, whatever a caller grants (a preview's pull-requests: write)
+    assert stage_job(stack)["permissions"] == {"contents": "read", "id-token": "write"}
 
 
 def test_pip_is_cached_wherever_python_is_set_up():
@@ -103,29 +148,204 @@ def test_pip_is_cached_wherever_python_is_set_up():
 
 def test_azure_login_is_oidc_with_ids_from_repository_variables_and_no_secret_anywhere():
     stack = load("stack.yml")
-    assert stack["env"]["ARM_USE_OIDC"] == "true"  # azure-native and azuread take the job's OIDC token
-    assert stack["env"]["ARM_CLIENT_ID"] == (
+    pulumi_env = stack["jobs"]["pulumi"]["env"]
+    assert pulumi_env["ARM_USE_OIDC"] == "true"  # azure-native and azuread take the job's OIDC token
+    assert pulumi_env["ARM_CLIENT_ID"] == (
         "${{ inputs.operation == 'preview' && vars.AZURE_PREVIEW_CLIENT_ID || vars.AZURE_CLIENT_ID }}")
-    logins = [step for step in steps(stack) if step.get("uses", "").startswith("azure/login@")]
+    logins = [step for path in WORKFLOWS for step in steps(load(path.name)) if is_login(step)]
     for login in logins:
         assert login["with"]["tenant-id"] == "${{ vars.AZURE_TENANT_ID }}"
         assert login["with"]["subscription-id"] == "${{ vars.AZURE_SUBSCRIPTION_ID }}"
         assert set(login["with"]) == {"client-id", "tenant-id", "subscription-id"}, "no client secret"
-    assert logins[0]["with"]["client-id"] == "${{ env.ARM_CLIENT_ID }}"
+        assert login["with"]["client-id"] in ("${{ env.ARM_CLIENT_ID }}", DEPLOYER), login
+    assert next(step for step in steps(stack) if is_login(step))["with"]["client-id"] == "${{ env.ARM_CLIENT_ID }}"
     text = "".join(path.read_text() for path in WORKFLOWS)
-    assert "ARM_CLIENT_SECRET" not in text and "AZURE_CREDENTIALS" not in text
+    assert "ARM_CLIENT_SECRET" not in text and "AZURE_CREDENTIALS" not in text and "AZURE_CLIENT_SECRET" not in text
 
 
-def test_the_post_provision_stage_runs_as_the_stacks_automation_identity():
-    stack_steps = steps(load("stack.yml"))
-    up = next(step for step in stack_steps if step.get("id") == "up")
-    assert f"pulumi stack output --stack \"$STACK\" {keys.AUTOMATION_CLIENT_ID})" in up["run"]
-    login, stage = stack_steps[stack_steps.index(up) + 1:stack_steps.index(up) + 3]
-    assert login["with"]["client-id"] == "${{ steps.up.outputs.automation-client-id }}"
-    assert "python -m jobs run --outputs outputs.json" in stage["run"]
+def test_the_provision_job_hands_the_outputs_to_the_stage_without_secrets():
+    stack = load("stack.yml")
+    provision = stack["jobs"]["pulumi"]
+    up = next(step for step in provision["steps"] if step.get("id") == "up")
+    assert up["if"] == "inputs.operation == 'up'"
+    assert 'pulumi stack output --stack "$STACK" --json > outputs.json' in up["run"]
+    assert provision["outputs"] == {"stack-outputs": "${{ steps.up.outputs.stack-outputs }}"}
+    handover = next(step for step in stage_job(stack)["steps"] if step.get("id") == "outputs")
+    assert handover["env"]["STACK_OUTPUTS"] == "${{ needs.pulumi.outputs.stack-outputs }}"
+    for path in WORKFLOWS:  # nothing is stored for later: no artifact, no secret outputs
+        for step in steps(load(path.name)):
+            assert "--show-secrets" not in step.get("run", ""), path.name
+            assert "upload-artifact" not in step.get("uses", ""), path.name
 
 
-def test_pull_request_previews_every_stack_with_a_pr_comment_and_the_review():
+def test_the_stage_is_its_own_job_after_provision_in_the_stacks_environment():
+    stack = load("stack.yml")
+    job = stage_job(stack)
+    assert job["needs"] == "pulumi" and job["if"] == "inputs.operation == 'up'"
+    # the automation identity federates with repo:<owner/repo>:environment:<stack>
+    assert job["environment"] == "${{ inputs.stack }}"
+    assert not any(STAGE_COMMAND in step.get("run", "") for step in stack["jobs"]["pulumi"]["steps"])
+    # the stage job never gets the Pulumi token or passphrase, nor the deployer's ARM_* settings
+    for env in (stack.get("env", {}), job.get("env", {})):
+        assert not {name for name in env if name.startswith(("PULUMI_", "ARM_"))}, env
+
+
+def test_the_stage_signs_in_by_itself_with_no_azure_login_as_its_credential():
+    """The stage renews its own tokens (a fresh GitHub ID token per Entra token, jobs/azure_credentials.py); an
+    azure/login token would expire after 60-90 minutes (Azure/login#372) while the stage runs for hours."""
+    job = stage_job()
+    stage = stage_step(job)
+    index = job["steps"].index(stage)
+    assert not is_login(job["steps"][index - 1]), "no azure/login right before the stage"
+    assert job["permissions"]["id-token"] == "write"  # what lets the stage request GitHub ID tokens
+    env = stage.get("env", {})
+    assert not [name for name in env if "SECRET" in name.upper() or "PASSWORD" in name.upper()], env
+    assert "AZUREML_PLATFORM_CREDENTIAL" not in env, "CI must not force DefaultAzureCredential"
+    # the deployer's CLI session, opened for the firewall, is closed before the stage
+    firewall = next(step for step in job["steps"] if step.get("id") == "firewall")
+    assert job["steps"].index(firewall) < index and firewall["run"].rstrip().endswith("az logout")
+    automation = [step for path in WORKFLOWS for step in steps(load(path.name))
+                  if is_login(step) and "automation" in step["with"]["client-id"]]
+    assert not automation, "nothing signs in as the automation identity through azure/login"
+
+
+def firewall_commands(run):
+    """The `infra.firewall` command lines of a `run:` script, split as bash would."""
+    return [shlex.split(line) for line in run.splitlines() if "-m infra.firewall " in line]
+
+
+def test_a_private_stacks_storage_firewall_opens_for_the_stage_and_always_closes_after_a_fresh_login():
+    job = stage_job()
+    names = [step.get("id") or step.get("name") for step in job["steps"]]
+    stage_at = job["steps"].index(stage_step(job))
+    firewall = next(step for step in job["steps"] if step.get("id") == "firewall")
+    opened_at = job["steps"].index(firewall)
+    private = "steps.outputs.outputs.network-isolation == 'private'"
+    assert firewall["if"] == private and job["steps"][opened_at - 1]["if"] == private
+    assert is_login(job["steps"][opened_at - 1]) and job["steps"][opened_at - 1]["with"]["client-id"] == DEPLOYER
+    assert opened_at < stage_at, names
+    [opening] = firewall_commands(firewall["run"])
+    assert opening == [".venv/bin/python", "-m", "infra.firewall", "open", "--outputs", "outputs.json",
+                       "--ip-file", "runner-ip.txt"]
+    closing = next(step for step in job["steps"] if "-m infra.firewall close" in step.get("run", ""))
+    closed_at = job["steps"].index(closing)
+    assert closed_at > stage_at, names
+    [close] = firewall_commands(closing["run"])
+    assert close == [".venv/bin/python", "-m", "infra.firewall", "close", "--outputs", "outputs.json",
+                     "--ip-file", "runner-ip.txt"]
+    # after a failed, cancelled or timed-out stage too, whenever the opening recorded an address (infra.firewall
+    # writes it before it adds the rule, so a half-done opening is closed as well)
+    assert closing["if"] == "always() && hashFiles('runner-ip.txt') != ''"
+    relogin = job["steps"][closed_at - 1]
+    assert is_login(relogin) and relogin["with"]["client-id"] == DEPLOYER, "a fresh login right before the removal"
+    assert relogin["if"] == closing["if"]
+    # the stage step stops before the job does, so the closing steps get their turn
+    assert stage_step(job)["timeout-minutes"] < job["timeout-minutes"]
+
+
+def test_the_workflows_firewall_commands_are_the_ones_infra_firewall_takes():
+    """One implementation (infra/firewall.py, which the e2e run calls too): no workflow adds or removes a
+    network rule, or looks up its address, by itself."""
+    runs = [step.get("run", "") for path in WORKFLOWS for step in steps(load(path.name))]
+    assert not [run for run in runs if "network-rule" in run or "ipify" in run]
+    commands = [argv for run in runs for argv in firewall_commands(run)]
+    assert {argv[3] for argv in commands} == {"open", "close"}
+    for argv in commands:
+        args = firewall.parser().parse_args(argv[3:])  # argparse exits on an option it does not know
+        assert args.outputs == Path("outputs.json") and args.ip_file == Path("runner-ip.txt")
+
+
+# -- timeouts, held against the job specs ----------------------------------------------------------------------------
+def spec_limits(specs):
+    """{spec file: its run-time limit in minutes}: a sweep's or a command job's `limits.timeout` (seconds),
+    an AutoML job's `limits.timeout_minutes`. Specs without a limit are not listed."""
+    found = {}
+    for name, spec in specs.items():
+        limits = spec.get("limits") or {}
+        if spec.get("type") == "automl" and "timeout_minutes" in limits:
+            found[name] = float(limits["timeout_minutes"])
+        elif spec.get("type") in ("sweep", "command") and "timeout" in limits:
+            found[name] = float(limits["timeout"]) / 60
+    return found
+
+
+def load_specs():
+    return {path.name: yaml.safe_load(path.read_text()) for path in SPECS}
+
+
+def stage_budget_problems(stack, specs):
+    """Why the stage's timeouts cannot cover the specs' limits, one line each (none when they can)."""
+    job = stage_job(stack)
+    step_minutes, job_minutes = stage_step(job).get("timeout-minutes"), job.get("timeout-minutes")
+    limits = spec_limits(specs)
+    longest = max(limits, key=limits.get)
+    need = limits[longest] + STAGE_MARGIN_MINUTES
+    problems = []
+    if step_minutes is None or step_minutes < need:
+        problems.append(f"the stage step's timeout-minutes ({step_minutes}) is below {longest}'s limit "
+                        f"({limits[longest]:g} min) + {STAGE_MARGIN_MINUTES} min for queueing, image builds and "
+                        f"rollouts = {need:g} min: raise the stage's timeout or lower the spec's limit")
+    if job_minutes is None or job_minutes < (step_minutes or 0) + STAGE_JOB_OVERHEAD_MINUTES:
+        problems.append(f"the stage job's timeout-minutes ({job_minutes}) leaves less than "
+                        f"{STAGE_JOB_OVERHEAD_MINUTES} min around its stage step ({step_minutes})")
+    if job_minutes is None or job_minutes > GITHUB_JOB_LIMIT_MINUTES:
+        problems.append(f"the stage job's timeout-minutes ({job_minutes}) is past GitHub's "
+                        f"{GITHUB_JOB_LIMIT_MINUTES}-minute job limit: split the stage")
+    return problems
+
+
+def test_the_specs_limits_are_read():
+    limits = spec_limits(load_specs())
+    assert limits["housing-mlp-sweep.yml"] == 120  # limits.timeout: 7200 (seconds)
+    assert limits["housing-automl-regression.yml"] == limits["bank-marketing-automl-classification.yml"] == 90
+    assert max(limits.values()) == 120
+
+
+def test_the_stage_timeout_covers_the_longest_spec_limit_and_stays_within_githubs_job_limit():
+    assert stage_budget_problems(load("stack.yml"), load_specs()) == []
+
+
+@pytest.mark.parametrize("spec, path, value", [
+    ("housing-mlp-sweep.yml", ("limits", "timeout"), 4 * 3600),  # seconds
+    ("housing-automl-regression.yml", ("limits", "timeout_minutes"), 200),
+    ("housing-lightgbm.yml", ("limits", "timeout"), 5 * 3600),  # a command job gaining a limit
+])
+def test_raising_a_spec_limit_past_the_stage_timeout_fails_the_check(spec, path, value):
+    specs = copy.deepcopy(load_specs())
+    node = specs[spec]
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    problems = stage_budget_problems(load("stack.yml"), specs)
+    assert len(problems) == 1 and f"below {spec}'s limit ({value / 60 if path[-1] == 'timeout' else value:g} min)" \
+        in problems[0], problems
+
+
+def test_a_stage_job_timeout_past_six_hours_fails_the_check():
+    stack = load("stack.yml")
+    stage_job(stack)["timeout-minutes"] = 400
+    problems = stage_budget_problems(stack, load_specs())
+    assert problems == ["the stage job's timeout-minutes (400) is past GitHub's 360-minute job limit: split the stage"]
+
+
+def test_the_provision_job_has_a_timeout_within_githubs_job_limit():
+    minutes = load("stack.yml")["jobs"]["pulumi"]["timeout-minutes"]
+    assert isinstance(minutes, int) and 90 <= minutes <= GITHUB_JOB_LIMIT_MINUTES
+
+
+def test_the_e2e_run_fits_its_job_and_leaves_the_stage_what_the_specs_need():
+    job = load("e2e.yml")["jobs"]["e2e"]
+    run = next(step for step in job["steps"] if "-m infra.e2e" in step.get("run", ""))
+    budget = int(re.search(r"--budget-minutes (\d+)", run["run"]).group(1))
+    assert budget == e2e.BUDGET_MINUTES
+    assert budget + E2E_SETUP_MINUTES <= job["timeout-minutes"] <= GITHUB_JOB_LIMIT_MINUTES
+    stage_minutes = budget - e2e.TEARDOWN_RESERVE_MINUTES - e2e.ENDPOINT_CHECK_MINUTES - E2E_UP_ESTIMATE_MINUTES
+    assert stage_minutes >= max(spec_limits(load_specs()).values()) + STAGE_MARGIN_MINUTES
+    assert e2e.UP_LIMIT_MINUTES == load("stack.yml")["jobs"]["pulumi"]["timeout-minutes"]
+
+
+# -- previews, deploys, teardown, e2e ------------------------------------------------------------------------------
+def test_pull_request_previews_every_stack_with_the_policy_pack_a_pr_comment_and_the_review():
     pr = load("pull-request.yml")
     assert "make test" in [step.get("run") for step in pr["jobs"]["test"]["steps"]]
     preview = pr["jobs"]["preview"]
@@ -135,35 +355,57 @@ def test_pull_request_previews_every_stack_with_a_pr_comment_and_the_review():
     stack_steps = steps(load("stack.yml"))
     comment = next(step for step in stack_steps if step.get("with", {}).get("comment-on-pr"))
     assert comment["uses"].startswith("pulumi/actions@") and comment["with"]["diff"] is True
+    # pulumi/actions v6 passes policyPacks on as --policy-pack (its action.yml)
+    assert comment["with"]["policyPacks"] == "policies"
     review = next(step for step in stack_steps if "infra.review" in step.get("run", ""))
-    assert "pulumi preview --stack \"$STACK\" --json" in review["run"]
+    assert 'pulumi preview --stack "$STACK" --policy-pack policies --json' in review["run"]
 
 
-def test_deploy_goes_dev_then_prod_through_environments_one_update_per_stack():
+def test_every_caller_holds_the_stacks_concurrency_group_for_both_of_its_jobs():
+    found = callers()
+    assert {(name, job) for name, job, _ in found} == {
+        ("deploy.yml", "dev"), ("deploy.yml", "prod"), ("pull-request.yml", "preview"), ("teardown.yml", "destroy")}
+    for workflow, name, job in found:
+        group, cancel = job["concurrency"]["group"], job["concurrency"]["cancel-in-progress"]
+        if job["with"]["operation"] == "preview":
+            # previews of one PR replace each other
+            assert (group, cancel) == ("preview-${{ matrix.stack }}-${{ github.ref }}", True), workflow
+        else:
+            # updates and teardowns of a stack queue, never overlap, are never cancelled; the group covers the
+            # provision and the stage job, so the next run's `pulumi up` waits for this run's stage
+            assert group == f"pulumi-{job['with']['stack']}" and cancel is False, (workflow, name)
+    for job in load("stack.yml")["jobs"].values():
+        assert "concurrency" not in job, "a job-level group inside stack.yml would interleave two runs' jobs"
+
+
+def test_deploy_goes_dev_then_prod_through_environments():
     deploy = load("deploy.yml")
     assert deploy["on"] == {"push": {"branches": ["main"]}}
     assert deploy["jobs"]["dev"]["with"] == {"stack": "dev", "operation": "up"}
     assert deploy["jobs"]["prod"]["with"] == {"stack": "prod", "operation": "up"}
     assert deploy["jobs"]["prod"]["needs"] == "dev"
-    job = load("stack.yml")["jobs"]["pulumi"]
+    stack = load("stack.yml")
     # up and destroy run in the stack's environment (prod's has the required reviewers); previews in none
-    assert job["environment"] == "${{ inputs.operation != 'preview' && inputs.stack || '' }}"
-    assert "format('pulumi-{0}', inputs.stack)" in job["concurrency"]["group"]
-    assert job["concurrency"]["cancel-in-progress"] == "${{ inputs.operation == 'preview' }}"
+    assert stack["jobs"]["pulumi"]["environment"] == "${{ inputs.operation != 'preview' && inputs.stack || '' }}"
+    assert stage_job(stack)["environment"] == "${{ inputs.stack }}"
 
 
 def test_teardown_offers_no_protected_stack_and_guards_before_destroying():
     teardown = load("teardown.yml")
     assert teardown["on"]["workflow_dispatch"]["inputs"]["stack"]["options"] == ["dev"]
     assert "inputs.stack != 'prod'" in teardown["jobs"]["destroy"]["if"]
-    lines = [line.strip() for step in steps(load("stack.yml")) if "destroy" in step.get("if", "")
-             for line in step["run"].splitlines()]
+    lines = []
+    for step in steps(load("stack.yml")):
+        if "destroy" in step.get("if", ""):
+            lines += ["azure/login " + step["with"]["client-id"]] if is_login(step) else \
+                [line.strip() for line in step["run"].splitlines()]
     purge = '.venv/bin/python -m infra.purge --stack "$STACK" --outputs outputs.json'
     assert lines == [
         '.venv/bin/python -m infra.stacks --require-unprotected "$STACK"',
         'pulumi stack output --stack "$STACK" --json > outputs.json',
         purge,  # the live workspace, deleted for good while its resource group still exists
         'pulumi destroy --stack "$STACK" --yes',
+        f"azure/login {DEPLOYER}",  # the first login's token may have expired during destroy
         purge,  # the Key Vault destroy left soft-deleted
     ]
 
@@ -174,3 +416,18 @@ def test_the_teardown_guard_on_the_repositorys_stacks(stack, code):
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == code, result.stderr
     assert ("refusing" in result.stderr) == bool(code)
+
+
+def test_the_e2e_workflow_is_opt_in_single_file_and_runs_in_its_own_environment():
+    workflow = load("e2e.yml")
+    assert set(workflow["on"]) == {"workflow_dispatch", "schedule"}
+    assert workflow["concurrency"] == {"group": "e2e", "cancel-in-progress": False}
+    job = workflow["jobs"]["e2e"]
+    assert job["environment"] == "e2e"
+    # the nightly run costs money: only where the repository opted in; a manual run always
+    assert job["if"] == "github.event_name == 'workflow_dispatch' || vars.E2E_NIGHTLY == 'true'"
+    assert job["env"]["ARM_CLIENT_ID"] == DEPLOYER and job["env"]["ARM_USE_OIDC"] == "true"
+    run = next(step for step in job["steps"] if "-m infra.e2e" in step.get("run", ""))
+    assert "--base-stack dev --github-environment e2e" in run["run"]
+    login_at = next(i for i, step in enumerate(job["steps"]) if is_login(step))
+    assert login_at < job["steps"].index(run)

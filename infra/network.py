@@ -1,0 +1,182 @@
+"""The stack's own virtual network (`network.isolated`): compute without public IPs, private endpoints for
+the workspace and what it is built on, and the private DNS zones that resolve them inside the VNet.
+
+Azure ML's managed network is no option here: "Kubernetes and attached VMs aren't supported in an Azure
+Machine Learning managed virtual network." (Workspace managed network isolation, Limitations). This is the
+design Azure documents instead ("Secure an Azure Machine Learning workspace with virtual networks"; "Secure
+an Azure Machine Learning training environment with virtual networks"; "Secure Azure Kubernetes Service
+inferencing environment"), and the one that holds AKS: "your workspace and its associated resources
+(storage, key vault, Azure Container Registry) must have private endpoints or service endpoints in the same
+or peered VNet as AKS cluster's VNet."
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from typing import Any
+
+import pulumi
+from pulumi_azure_native import _utilities as azure_native
+
+from infra.context import StackContext
+from infra.naming import Names
+from infra.workspace import Workspace
+
+# private link group -> the private DNS zones its records live in ("Azure Private Endpoint DNS configuration";
+# amlworkspace: "Configure a private endpoint for an Azure Machine Learning workspace")
+PRIVATE_DNS_ZONES = {
+    "amlworkspace": ("privatelink.api.azureml.ms", "privatelink.notebooks.azure.net"),
+    "blob": ("privatelink.blob.core.windows.net",),
+    # "Port 445 must be open for private network communications between your compute instances and the
+    # default storage account during training": the workspace's file share
+    "file": ("privatelink.file.core.windows.net",),
+    "vault": ("privatelink.vaultcore.azure.net",),
+    "registry": ("privatelink.azurecr.io",),
+}
+
+
+@dataclass(frozen=True)
+class PrivateNetworkArgs:
+    stack: StackContext
+    workspace: Workspace
+
+
+def _arm(token: str, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    """An azure-native resource declared by its type token and wire (camelCase) properties, with the provider
+    version the typed classes pin. Why not `pulumi_azure_native.network`: importing it loads all 290 of its
+    modules (0.7 s), and each typed resource resolves dozens of outputs the program never reads, which would
+    put prod's program over its time budget (benchmarks/program.py). The engine receives the same request."""
+    return pulumi.CustomResource(token, name, props, pulumi.ResourceOptions.merge(azure_native.get_resource_opts_defaults(), opts))
+
+
+class PrivateNetwork(pulumi.ComponentResource):
+    def __init__(self, name: str, args: PrivateNetworkArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("azureml-platform:infra:PrivateNetwork", name, None, opts)
+        stack, workspace = args.stack, args.workspace
+        settings, names, address = stack.settings, stack.names, stack.settings.network
+        common = dict(resourceGroupName=stack.resource_group_name, location=settings.location, tags=settings.tags)
+        child = pulumi.ResourceOptions(parent=self)
+
+        # "If you use a compute cluster configured for no public IP address, you must provide some way for
+        # the cluster to access the public internet" (image builds, pip/conda): a NAT gateway, the option the
+        # training page recommends over default outbound access
+        egress_ip = _arm(
+            "azure-native:network:PublicIPAddress",
+            "nat-public-ip",
+            {
+                "publicIpAddressName": names.nat_public_ip,
+                "sku": {"name": "Standard", "tier": "Regional"},
+                "publicIPAllocationMethod": "Static",
+                **common,
+            },
+            child,
+        )
+        nat = _arm(
+            "azure-native:network:NatGateway",
+            "nat-gateway",
+            {"natGatewayName": names.nat_gateway, "sku": {"name": "Standard"}, "publicIpAddresses": [{"id": egress_ip.id}], **common},
+            child,
+        )
+        # subnets inline, so the VNet owns them (separate Subnet resources would fight it over `subnets`);
+        # no default outbound access: each subnet's egress is explicit (NAT gateway; AKS's load balancer)
+        self.vnet = _arm(
+            "azure-native:network:VirtualNetwork",
+            "vnet",
+            {
+                "virtualNetworkName": names.virtual_network,
+                "addressSpace": {"addressPrefixes": [address.address_space]},
+                "subnets": [
+                    {
+                        "name": Names.TRAINING_SUBNET,
+                        "addressPrefix": address.training_subnet,
+                        "natGateway": {"id": nat.id},
+                        "defaultOutboundAccess": False,
+                    },
+                    {"name": Names.AKS_SUBNET, "addressPrefix": address.aks_subnet, "defaultOutboundAccess": False},
+                    {
+                        "name": Names.PRIVATE_ENDPOINT_SUBNET,
+                        "addressPrefix": address.private_endpoint_subnet,
+                        "defaultOutboundAccess": False,
+                        # "Disable network policies for private endpoints before adding the private endpoint."
+                        "privateEndpointNetworkPolicies": "Disabled",
+                    },
+                ],
+                **common,
+            },
+            child,
+        )
+        self.training_subnet_id = self._subnet_id(Names.TRAINING_SUBNET)
+        self.aks_subnet_id = self._subnet_id(Names.AKS_SUBNET)
+
+        global_ = dict(resourceGroupName=stack.resource_group_name, tags=settings.tags)
+        zones = {}
+        for zone_name in sorted({zone for group in PRIVATE_DNS_ZONES.values() for zone in group}):
+            zone = _arm(
+                "azure-native:privatedns:PrivateZone",
+                f"dns-{zone_name}",
+                # private DNS zones are global resources
+                {"privateZoneName": zone_name, "location": "global", **global_},
+                child,
+            )
+            _arm(
+                "azure-native:privatedns:VirtualNetworkLink",
+                f"dns-link-{zone_name}",
+                {
+                    "virtualNetworkLinkName": names.virtual_network,
+                    "privateZoneName": zone_name,
+                    "virtualNetwork": {"id": self.vnet.id},
+                    "registrationEnabled": False,
+                    "location": "global",
+                    **global_,
+                },
+                pulumi.ResourceOptions(parent=self, depends_on=[zone]),
+            )
+            zones[zone_name] = zone
+
+        # target -> (resource, private link groups); storage's queue and table are "Only needed if you plan to
+        # use Batch endpoints or the ParallelRunStep"
+        targets = {
+            "workspace": (workspace.workspace, ("amlworkspace",)),
+            "storage": (workspace.storage, ("blob", "file")),
+            "keyvault": (workspace.key_vault, ("vault",)),
+            "registry": (workspace.registry, ("registry",)),
+        }
+        # what compute in the VNet needs before its first start: "You must use a workspace private endpoint for
+        # the compute resource to communicate with Azure Machine Learning services from the VNet."
+        self.endpoints_ready: list[pulumi.Resource] = []
+        for target, (resource, groups) in targets.items():
+            for group in groups:
+                endpoint_name = names.private_endpoint(target, group)
+                endpoint = _arm(
+                    "azure-native:network:PrivateEndpoint",
+                    f"pe-{target}-{group}",
+                    {
+                        "privateEndpointName": endpoint_name,
+                        "subnet": {"id": self._subnet_id(Names.PRIVATE_ENDPOINT_SUBNET)},
+                        "privateLinkServiceConnections": [
+                            {"name": endpoint_name, "privateLinkServiceId": resource.id, "groupIds": [group]}
+                        ],
+                        **common,
+                    },
+                    child,
+                )
+                dns = _arm(
+                    "azure-native:network:PrivateDnsZoneGroup",
+                    f"pe-{target}-{group}-dns",
+                    {
+                        "privateDnsZoneGroupName": "default",
+                        "privateEndpointName": endpoint_name,
+                        "resourceGroupName": stack.resource_group_name,
+                        "privateDnsZoneConfigs": [
+                            {"name": zone.replace(".", "-"), "privateDnsZoneId": zones[zone].id}
+                            for zone in PRIVATE_DNS_ZONES[group]
+                        ],
+                    },
+                    pulumi.ResourceOptions(parent=self, depends_on=[endpoint]),
+                )
+                self.endpoints_ready += [endpoint, dns]
+        self.register_outputs({"virtual_network_id": self.vnet.id})
+
+    def _subnet_id(self, subnet: str) -> pulumi.Output[str]:
+        return pulumi.Output.concat(self.vnet.id, "/subnets/", subnet)

@@ -1,0 +1,233 @@
+"""Violations for every rule in infra/rules.py's registry, made by editing a stack as the engine received it.
+
+A `Case` takes one stack's registered resources (their wire properties: the Struct the engine got, as JSON),
+breaks one thing (an input, an option, a resource dropped or repeated) and names the rule that must catch it
+and a fragment of its message. The same cases prove the rule functions (tests/test_infra_rules.py) and the
+CrossGuard policies built from them (tests/test_policies.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from google.protobuf import json_format, struct_pb2
+from pulumi.runtime import rpc
+
+from infra import constraints, roles, rules, security
+from stack_harness import SUBSCRIPTION_ID, Resource, StackRun, revealed, run_stack
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered resource with what a case may change: its wire properties and its options."""
+
+    resource: Resource
+    urn: str
+    props: dict  # the RegisterResourceRequest's object, as JSON (secrets carry Pulumi's signature)
+    protect: bool
+    parent: str
+    property_dependencies: dict
+
+
+def entries(run: StackRun) -> list[Entry]:
+    return [
+        Entry(r, r.urn, json_format.MessageToDict(r.request.object), r.protect, r.parent, dict(r.property_dependencies))
+        for r in run.resources
+    ]
+
+
+def wire_struct(props: dict) -> struct_pb2.Struct:
+    return json_format.ParseDict(props, struct_pb2.Struct())
+
+
+def rule_view(entry: Entry) -> rules.Resource:
+    """The entry as infra/rules.py sees it (the harness's own deserialization)."""
+    inputs = revealed(rpc.deserialize_properties(wire_struct(entry.props)))
+    return rules.Resource(
+        type=entry.resource.type, name=entry.resource.name, urn=entry.urn, inputs=inputs, protect=entry.protect,
+        parent=entry.parent, property_dependencies=entry.property_dependencies,
+    )  # fmt: skip
+
+
+def rule_stack(items: list[Entry]) -> rules.Stack:
+    return rules.Stack(tuple(rule_view(entry) for entry in items))
+
+
+Edit = Callable[[list[Entry]], list[Entry]]
+
+
+def _matches(entry: Entry, token: str, name: str | None) -> bool:
+    return entry.resource.type == token and (name is None or entry.resource.name == name)
+
+
+def _only(items: list[Entry], token: str, name: str | None) -> int:
+    found = [i for i, entry in enumerate(items) if _matches(entry, token, name)]
+    assert len(found) == 1, f"expected one {token} {name or '*'}, found {len(found)}"
+    return found[0]
+
+
+def _set_path(props: dict, path: str | tuple[str, ...], value: Any) -> None:
+    *parents, leaf = path.split(".") if isinstance(path, str) else path
+    target = props
+    for key in parents:
+        target = target.setdefault(key, {})
+    if value is None:
+        target.pop(leaf, None)
+    else:
+        target[leaf] = value
+
+
+def set_input(token: str, name: str | None, path: str | tuple[str, ...], value: Any) -> Edit:
+    """Set (or, with None, remove) one input by dotted path (a tuple where a key holds a dot)."""
+
+    def edit(items: list[Entry]) -> list[Entry]:
+        index = _only(items, token, name)
+        props = copy.deepcopy(items[index].props)
+        _set_path(props, path, value)
+        return [*items[:index], dataclasses.replace(items[index], props=props), *items[index + 1:]]
+
+    return edit
+
+
+def set_options(token: str, name: str | None, **options: Any) -> Edit:
+    def edit(items: list[Entry]) -> list[Entry]:
+        index = _only(items, token, name)
+        return [*items[:index], dataclasses.replace(items[index], **options), *items[index + 1:]]
+
+    return edit
+
+
+def drop(predicate: Callable[[Entry], bool]) -> Edit:
+    return lambda items: [entry for entry in items if not predicate(entry)]
+
+
+def repeat(token: str, name: str, new_name: str, **changes: Any) -> Edit:
+    """Declare one more resource like `name` (a new URN), with some wire properties or dependencies changed."""
+
+    def edit(items: list[Entry]) -> list[Entry]:
+        original = items[_only(items, token, name)]
+        props = copy.deepcopy(original.props)
+        urn = original.resource.urn.rsplit("::", 1)[0] + f"::{new_name}"
+        dependencies = dict(original.property_dependencies)
+        for key, value in changes.items():
+            if key.startswith("deps:"):
+                dependencies[key[5:]] = value
+            else:
+                _set_path(props, key, value)
+        resource = dataclasses.replace(original.resource, name=new_name)
+        return [*items, dataclasses.replace(original, resource=resource, urn=urn, props=props, property_dependencies=dependencies)]
+
+    return edit
+
+
+def urn_of(run: StackRun, token: str, name: str | None = None) -> str:
+    return run.one(token, name).urn
+
+
+def role_id(role: str) -> str:
+    return f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/roleDefinitions/{role}"
+
+
+@dataclass(frozen=True)
+class Case:
+    rule: str
+    stack: str
+    edit: Edit
+    says: str  # a fragment of the message the rule must give
+
+    @property
+    def id(self) -> str:
+        return f"{self.rule}:{self.says}"
+
+
+ML = "azure-native:machinelearningservices"
+ROLE = security.ROLE_ASSIGNMENT
+PRIVATE_ENDPOINT = constraints.PRIVATE_ENDPOINT
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+
+
+def _group(entry: Entry, group: str) -> bool:
+    return entry.resource.type == PRIVATE_ENDPOINT and any(
+        group in connection.get("groupIds", []) for connection in entry.props.get("privateLinkServiceConnections", [])
+    )
+
+
+def cases() -> list[Case]:
+    prod = run_stack("prod")
+    storage, registry = urn_of(prod, security.STORAGE), urn_of(prod, security.REGISTRY)
+    storage_id, registry_id = prod.one(security.STORAGE).id, prod.one(security.REGISTRY).id
+    return [
+        Case("storage-tls-and-https-only", "prod", set_input(security.STORAGE, None, "minimumTlsVersion", "TLS1_0"), "TLS1_2"),
+        Case("storage-tls-and-https-only", "dev", set_input(security.STORAGE, None, "enableHttpsTrafficOnly", False), "enableHttpsTrafficOnly"),
+        Case("no-public-blob-access", "prod", set_input(security.STORAGE, None, "allowBlobPublicAccess", True), "allowBlobPublicAccess"),
+        Case("key-vault-rbac-and-soft-delete", "prod", set_input(security.KEY_VAULT, None, "properties.enableRbacAuthorization", False), "enableRbac"),
+        Case("key-vault-rbac-and-soft-delete", "dev", set_input(security.KEY_VAULT, None, "properties.enableSoftDelete", False), "soft delete"),
+        Case("key-vault-rbac-and-soft-delete", "dev", set_input(security.KEY_VAULT, None, "properties.networkAcls.defaultAction", "Allow"), "defaultAction must be Deny"),
+        Case("key-vault-purge-protection-in-prod", "prod", set_input(security.KEY_VAULT, None, "properties.enablePurgeProtection", None), "enablePurgeProtection"),
+        Case("no-registry-admin-user", "prod", set_input(security.REGISTRY, None, "adminUserEnabled", True), "adminUserEnabled"),
+        Case("no-registry-admin-user", "dev", set_input(security.REGISTRY, None, "anonymousPullEnabled", True), "anonymousPull"),
+        Case("ssh-closed", "prod", set_input(security.COMPUTE, "cpu-cluster", "properties.properties.remoteLoginPortPublicAccess", "Enabled"), "remoteLoginPortPublicAccess"),
+        Case("ssh-closed", "prod", set_input(security.COMPUTE, "gpu-cluster", "properties.properties.userAccountCredentials", {"adminUserName": "azureuser"}), "SSH"),
+        Case("scales-to-zero", "dev", set_input(security.COMPUTE, "cpu-cluster", "properties.properties.scaleSettings.minNodeCount", 1), "minNodeCount"),
+        Case("scales-to-zero", "prod", set_input(security.COMPUTE, "gpu-cluster", "properties.properties.scaleSettings.nodeIdleTimeBeforeScaleDown", None), "nodeIdleTime"),
+        Case("identity-based-access", "prod", set_input(security.WORKSPACE, None, "v1LegacyMode", True), "v1LegacyMode"),
+        Case("identity-based-access", "dev", set_input(security.AKS, None, "aadProfile.enableAzureRBAC", False), "enableAzureRBAC"),
+        Case("aks-hardened", "dev", set_input(security.AKS, None, "autoUpgradeProfile.upgradeChannel", "none"), "upgradeChannel"),
+        Case("aks-hardened", "prod", set_input(security.AKS, None, "networkProfile.networkPolicy", None), "networkPolicy"),
+        Case("aks-hardened", "prod", set_input(security.AKS, None, "addonProfiles", None), "Container Insights"),
+        Case("redundant-storage-in-prod", "prod", set_input(security.STORAGE, None, "sku.name", "Standard_LRS"), "locally redundant"),
+        Case("zone-redundant-registry-in-prod", "prod", set_input(security.REGISTRY, None, "zoneRedundancy", "Disabled"), "zoneRedundancy"),
+        Case("isolated-data-plane", "prod", set_input(security.STORAGE, None, "networkRuleSet.defaultAction", "Allow"), "must be Deny"),
+        Case("isolated-data-plane", "prod", set_input(security.COMPUTE, "cpu-cluster", "properties.properties.enableNodePublicIp", True), "enableNodePublicIp"),
+        Case("tls-inference-in-prod", "prod", set_input(security.EXTENSION, None, "configurationSettings.allowInsecureConnections", "True"), "allowInsecureConnections"),
+        Case("least-privilege-roles", "prod", set_input(ROLE, "automation-workspace", "scope", f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg-mlp-prod"), "wider than"),
+        Case("least-privilege-roles", "dev", set_input(ROLE, "automation-workspace", "scope", f"/subscriptions/{SUBSCRIPTION_ID}"), "wider than"),
+        Case("least-privilege-roles", "prod", set_input(ROLE, "kubelet-image-pull", "principalType", "User"), "principalType"),
+        Case("least-privilege-roles", "prod", set_input(ROLE, "automation-blob-data", "roleDefinitionId", role_id(OWNER)), "Owner"),
+        Case("least-privilege-roles", "dev", set_input(ROLE, "automation-blob-data", "roleDefinitionId", role_id("00000000-0000-0000-0000-00000000beef")), "not on the reviewed list"),
+        Case("stateful-protected-in-prod", "prod", set_options(security.WORKSPACE, None, protect=False), "protected in prod"),
+        Case("tagged", "prod", set_input(security.STORAGE, None, "tags.managed-by", None), "managed-by"),
+        Case("tagged", "dev", set_input("azuread:index/application:Application", None, "tags", ["project:x"]), "stack, managed-by"),
+        Case("tagged", "prod", set_input(security.COMPUTE, "kubernetes-compute", "tags", None), "project"),
+        Case("belongs-to-a-component", "dev", set_options(security.STORAGE, None, parent="urn:pulumi:dev::azureml-platform::pulumi:pulumi:Stack::azureml-platform-dev"), "outside the platform's components"),
+        Case("azureml-extension-needs-local-accounts", "prod", set_input(security.AKS, None, "disableLocalAccounts", True), "disableLocalAccounts"),
+        Case("kubernetes-compute-outside-managed-network", "dev", set_input(security.WORKSPACE, None, "managedNetwork.isolationMode", "AllowInternetOutbound"), "managed network is AllowInternetOutbound"),
+        Case(
+            "no-role-azure-assigns-itself", "prod",
+            repeat(ROLE, "workspace-secrets", "workspace-blob-data", roleDefinitionId=role_id(roles.STORAGE_BLOB_DATA_CONTRIBUTOR),
+                   scope=storage_id, **{"deps:scope": (storage,)}),
+            "Storage Blob Data Contributor on its storage itself",
+        ),  # fmt: skip
+        Case(
+            "no-role-azure-assigns-itself", "dev",
+            repeat(ROLE, "cpu-blob-data", "cpu-image-pull", roleDefinitionId=role_id(roles.ACR_PULL), scope=registry_id,
+                   **{"deps:scope": (urn_of(run_stack("dev"), security.REGISTRY),)}),
+            "AcrPull on the workspace registry itself",
+        ),  # fmt: skip
+        Case("one-assignment-per-role-principal-and-scope", "prod", repeat(ROLE, "kubelet-image-pull", "kubelet-image-pull-again"), "repeats RoleAssignment 'kubelet-image-pull'"),
+        Case("instance-type-is-well-formed", "prod", set_input(constraints.INSTANCE_TYPE, None, "spec.resources.requests.cpu", "0"), "requests.cpu"),
+        Case("instance-type-is-well-formed", "dev", set_input(constraints.INSTANCE_TYPE, None, "spec.resources.limits.memory", None), "limits.memory"),
+        Case("instance-type-is-well-formed", "dev", set_input(constraints.INSTANCE_TYPE, None, ("spec", "resources", "requests", "nvidia.com/gpu"), 1), "only in limits"),
+        Case("instance-type-is-well-formed", "prod", set_input(constraints.INSTANCE_TYPE, None, "metadata.name", "CPU_Standard"), "not a Kubernetes object name"),
+        Case("compute-in-a-vnet-reaches-the-workspace-privately", "prod", drop(lambda e: _group(e, "amlworkspace")), "no private endpoint"),
+        Case("aks-in-a-vnet-has-private-endpoints", "prod", drop(lambda e: _group(e, "vault")), "group vault"),
+        Case("aks-identity-may-join-its-subnet", "prod", drop(lambda e: e.resource.name == "aks-subnet-network"), "no Network Contributor"),
+        Case("aks-identity-may-join-its-subnet", "prod", set_input(security.AKS, None, "identity", {"type": "SystemAssigned"}), "user-assigned identity"),
+        Case("registry-features-need-premium", "prod", set_input(security.REGISTRY, None, "sku.name", "Standard"), "Premium SKU"),
+        Case("vnet-avoids-the-docker-bridge", "prod", set_input(security.VIRTUAL_NETWORK, None, "addressSpace.addressPrefixes", ["172.17.0.0/16"]), "Docker bridge"),
+        Case(
+            "authorized-ranges-not-on-a-private-cluster", "prod",
+            set_input(security.AKS, None, "apiServerAccessProfile", {"enablePrivateCluster": True, "authorizedIPRanges": ["203.0.113.0/24"]}),
+            "private cluster",
+        ),  # fmt: skip
+        Case("workspace-storage-is-supported", "prod", set_input(security.STORAGE, None, "sku.name", "Premium_LRS"), "premium"),
+        Case("workspace-storage-is-supported", "dev", set_input(security.STORAGE, None, "isHnsEnabled", True), "hierarchical namespace"),
+        Case("tls-router-has-a-name-and-a-certificate", "prod", set_input(security.EXTENSION, None, "configurationSettings.sslCname", None), "without sslCname"),
+        Case("tls-router-has-a-name-and-a-certificate", "prod", set_input(security.EXTENSION, None, "configurationProtectedSettings", None), "scoringFe.sslCert"),
+        Case("highly-available-router-has-three-nodes", "prod", set_input(security.AKS, None, "agentPoolProfiles", [{"name": "system", "minCount": 2, "count": 2}]), "inferenceRouterHA"),
+        Case("purge-protection-is-never-false", "dev", set_input(security.KEY_VAULT, None, "properties.enablePurgeProtection", False), "does not accept"),
+        Case("extension-enables-a-workload", "dev", set_input(security.EXTENSION, None, "configurationSettings.enableInference", "False"), "neither"),
+    ]
