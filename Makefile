@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= data
+# the workload `make serve` serves (its latest locally registered model)
+WORKLOAD ?= housing
 
 .PHONY: setup test local serve benchmarks
 
@@ -21,4 +23,4 @@ local: setup
 	$(BIN)/python -m jobs run --local --data-dir $(DATA_DIR)
 
 serve: setup
-	$(BIN)/python -m jobs serve --local
+	$(BIN)/python -m jobs serve --local --workload $(WORKLOAD)

@@ -11,6 +11,7 @@ from infra.naming import Names
 from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.training import TrainingClusters, TrainingClustersArgs
 from infra.workspace import Workspace, WorkspaceArgs
+from infra.workstations import TeamAccess, TeamAccessArgs, Workstations, WorkstationsArgs
 
 # fails with every bad config value listed before any resource is declared
 settings = stack_settings.load()
@@ -26,6 +27,8 @@ network = PrivateNetwork("network", PrivateNetworkArgs(stack, platform)) if sett
 training = TrainingClusters("training", TrainingClustersArgs(stack, platform, network))
 inference = InferenceCluster("inference", InferenceClusterArgs(stack, platform, network))
 automation = AutomationIdentity("automation", AutomationIdentityArgs(stack, platform, owner_object_id=client.object_id))
+team = TeamAccess("team", TeamAccessArgs(stack, platform))
+workstations = Workstations("workstations", WorkstationsArgs(stack, platform, network))
 
 pulumi.export(outputs.SUBSCRIPTION_ID, client.subscription_id)
 pulumi.export(outputs.TENANT_ID, client.tenant_id)
@@ -42,7 +45,7 @@ pulumi.export(outputs.STORAGE_ACCOUNT, platform.storage.name)
 pulumi.export(outputs.NETWORK_ISOLATION, "private" if settings.network.isolated else "public")
 pulumi.export(outputs.REGISTRY_LOGIN_SERVER, platform.registry.login_server)
 pulumi.export(outputs.AUTOMATION_CLIENT_ID, automation.application.client_id)
-pulumi.export(outputs.MANAGED_ENDPOINT, names.managed_endpoint)
-pulumi.export(outputs.KUBERNETES_ENDPOINT, names.kubernetes_endpoint)
+# an empty object when no one is listed: the engine keeps it (it drops only None)
+pulumi.export(outputs.WORKSTATIONS, {user: instance.name for user, instance in workstations.instances.items()})
 if automation.client_secret is not None:
     pulumi.export(outputs.AUTOMATION_CLIENT_SECRET, automation.client_secret)

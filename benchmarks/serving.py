@@ -3,7 +3,8 @@
 the same model. Prints requests/s and p50/p99 latency for 1-row requests at N concurrent clients, and
 rows/s for 1,000-row requests.
 
-    python benchmarks/serving.py                      # the latest model in the local registry (.local/)
+    python benchmarks/serving.py                      # housing's latest model in the local registry (.local/)
+    python benchmarks/serving.py --workload bank-marketing   # another workload's latest model
     python benchmarks/serving.py --model DIR          # any MLflow model folder
     python benchmarks/serving.py --train ../shared/data/housing.csv   # train one with train.py first
 
@@ -28,7 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jobs.local import SCORING_SCRIPT, LocalServer, LocalTarget  # noqa: E402
+from jobs.local.server import SCORING_SCRIPT, LocalServer  # noqa: E402
+from jobs.local.target import LocalTarget  # noqa: E402
+from jobs.workloads import load_workloads  # noqa: E402
 
 NAIVE_SCRIPT = Path(__file__).with_name("naive_score.py")
 
@@ -112,6 +115,7 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=Path, help="an MLflow model folder (or a folder above one)")
     source.add_argument("--train", type=Path, metavar="CSV", help="train a model on this housing CSV first")
+    parser.add_argument("--workload", default="housing", help="whose latest registered model (default: housing)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / ".local", help="local registry (default: .local/)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="azmlinfsrv WORKER_COUNT")
@@ -128,7 +132,8 @@ def main() -> None:
             model_dir = args.model.resolve()
         else:
             target = LocalTarget(work, args.work_dir)
-            model = target.latest_model()
+            (workload,) = load_workloads([args.workload])
+            model = target.latest_model(workload)
             model_dir = args.work_dir.resolve() / "models" / model.name / model.version
             if not model_dir.is_dir():
                 raise SystemExit(f"{model_dir} is missing: run `python -m jobs run --local` (or pass --model/--train)")

@@ -2,7 +2,8 @@
 workspace whose operations take realistic latencies, scaled down (default 1/500: 75 minutes -> 9 s).
 
 Prints the wall time beside the critical path (the longest chain of dependent operations: assets ->
-slowest job -> model -> slowest endpoint rollout -> one request) and beside the sum of every step's
+a workload's slowest job -> its model -> its slowest endpoint rollout -> its requests; workloads run side by
+side) and beside the sum of every step's
 latency (what running the steps one after another would take). Goal: wall <= 1.2 x critical path.
 
     .venv/bin/python benchmarks/stage.py [--scale 0.002] [--data-dir /work/shared/data]
@@ -17,15 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jobs import azure_assets, flow  # noqa: E402
-from jobs.azure_target import POLL_SECONDS, AzureTarget  # noqa: E402
+from jobs import flow  # noqa: E402
+from jobs.azure import assets as azure_assets  # noqa: E402
+from jobs.azure.target import POLL_SECONDS, AzureTarget  # noqa: E402
+from jobs.workloads import load_workloads  # noqa: E402
 from tests.azure_fake import FakeWorkspace, Simulation  # noqa: E402
+from tests.bank_sample import bank_frame  # noqa: E402
 from tests.housing_sample import housing_frame  # noqa: E402
 from tests.test_azure_stage import OUTPUTS  # noqa: E402
 
@@ -54,6 +55,7 @@ JOB_MINUTES = {
     "housing-lightgbm": 12,
     "housing-mlp-sweep": 45,
     "housing-automl-regression": 75,
+    "bank-marketing-lightgbm": 10,
     "bank-marketing-automl-classification": 60,
 }
 # reads after each job: the run (or best child); for AutoML, the parent's tags, the best child's children
@@ -62,7 +64,8 @@ MLFLOW_READS = {
     "housing-lightgbm": ("mlflow.get_run",),
     "housing-mlp-sweep": ("mlflow.get_run",),
     "housing-automl-regression": ("mlflow.get_run", "jobs.list", "mlflow.get_run"),
-    "bank-marketing-automl-classification": ("mlflow.get_run", "mlflow.get_run"),
+    "bank-marketing-lightgbm": ("mlflow.get_run",),
+    "bank-marketing-automl-classification": ("mlflow.get_run", "jobs.list", "mlflow.get_run"),
 }
 ROLLOUT = (
     "online_endpoints.get",
@@ -76,27 +79,30 @@ ROLLOUT = (
 )
 
 
-def critical_path(latency: dict[str, float], job_seconds: dict[str, float]) -> float:
+def critical_path(latency: dict[str, float], job_seconds: dict[str, float], workloads) -> float:
     assets = max(latency[f"{kind}.get"] + latency[f"{kind}.create"] for kind in ("data", "environments"))
-    jobs = max(
-        latency["jobs.get"] + latency["jobs.create"] + seconds + sum(latency[r] for r in MLFLOW_READS[key])
-        for key, seconds in job_seconds.items()
-    )
-    model = latency["models.list"] + latency["models.create"]
-    rollout = sum(latency[step] for step in ROLLOUT)
-    return assets + jobs + model + rollout + latency["online_endpoints.invoke"]
+
+    def workload_path(workload) -> float:
+        jobs = max(
+            latency["jobs.get"] + latency["jobs.create"] + job_seconds[job.key] + sum(latency[r] for r in MLFLOW_READS[job.key])
+            for job in workload.jobs
+        )
+        model = latency["models.list"] + latency["models.create"]
+        rollout = sum(latency[step] for step in ROLLOUT)  # the endpoints roll out side by side
+        return jobs + model + rollout + latency["online_endpoints.invoke"] * len(workload.online)
+
+    return assets + max(workload_path(workload) for workload in workloads)
 
 
 def data_folder(source: Path | None, folder: Path) -> Path:
-    """housing.csv from `source` when there, else generated; a generated bank marketing file."""
-    rng = np.random.default_rng(0)
-    rows = 2000
-    if source and (source / "housing.csv").is_file():
-        (folder / "housing.csv").write_bytes((source / "housing.csv").read_bytes())
-    else:
-        housing_frame(rows).to_csv(folder / "housing.csv", index=False)
-    bank = pd.DataFrame({"age": rng.integers(18, 90, rows), "y": rng.choice(["yes", "no"], rows)})
-    bank.to_csv(folder / "bank-marketing.csv", index=False, sep=";")
+    """Each workload's file from `source` when there, else generated (the readers sniff the delimiter)."""
+    generated = {"housing": housing_frame, "bank-marketing": bank_frame}
+    for workload in load_workloads():
+        name = workload.data.file
+        if source and (source / name).is_file():
+            (folder / name).write_bytes((source / name).read_bytes())
+        else:
+            generated[workload.name](2000).to_csv(folder / name, index=False)
     return folder
 
 
@@ -108,6 +114,7 @@ def main() -> None:
 
     latency = {operation: seconds * args.scale for operation, seconds in LATENCY.items()}
     job_seconds = {key: minutes * 60 * args.scale for key, minutes in JOB_MINUTES.items()}
+    workloads = load_workloads()
     with tempfile.TemporaryDirectory() as scratch:
         azure_assets.WORK_DIR = Path(scratch) / "work"
         data = data_folder(args.data_dir, Path(scratch))
@@ -118,11 +125,11 @@ def main() -> None:
         )
         azure_assets.tabular()  # process start-up (sklearn's import), as azure-ai-ml's, is not the stage's time
         started = time.perf_counter()
-        flow.run(target, flow.load_request(), report=REPORT)
+        flow.run(target, workloads, report=REPORT)
         wall = time.perf_counter() - started
 
     stepped = sum(latency[op] * count for op, count in simulation.calls.items()) + sum(job_seconds.values())
-    critical = critical_path(latency, job_seconds)
+    critical = critical_path(latency, job_seconds, workloads)
     print(f"scale {args.scale:g} (Azure seconds -> simulated seconds), {sum(simulation.calls.values())} operations")
     print(f"critical path:       {critical:7.2f} s")
     print(f"wall time:           {wall:7.2f} s   ({wall / critical:.2f} x the critical path; goal <= 1.2 x)")

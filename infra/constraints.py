@@ -12,7 +12,8 @@ import ipaddress
 import re
 from typing import Any, Iterator, Mapping
 
-from infra import roles
+from infra import roles, schedules
+from infra.naming import COMPUTE_INSTANCE as COMPUTE_INSTANCE_NAME
 from infra.rules import Resource, Stack, known, rule
 from infra.security import (
     AKS,
@@ -25,6 +26,8 @@ from infra.security import (
     VIRTUAL_NETWORK,
     WORKSPACE,
     aml_compute,
+    compute_instance,
+    training_compute,
 )
 
 RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
@@ -205,7 +208,7 @@ def deployment_fits_instance_type(deployment: Mapping, instance_type: Mapping) -
     whole_stack=True,
 )
 def compute_in_a_vnet_reaches_the_workspace_privately(stack: Stack) -> Iterator[str]:
-    """A training cluster in a subnet has a workspace private endpoint to talk to, created before it."""
+    """A training cluster or workstation in a subnet has a workspace private endpoint to talk to."""
     workspace_endpoints = [
         endpoint
         for endpoint in stack.of_type(PRIVATE_ENDPOINT)
@@ -216,8 +219,8 @@ def compute_in_a_vnet_reaches_the_workspace_privately(stack: Stack) -> Iterator[
         )
     ]
     for resource in stack.resources:
-        cluster = aml_compute(resource)
-        if cluster is None or not cluster.get("subnet"):
+        compute = training_compute(resource)
+        if compute is None or not compute.get("subnet"):
             continue
         if not workspace_endpoints:
             yield f"{resource.where}: in a subnet, but the workspace has no private endpoint (group amlworkspace)"
@@ -408,3 +411,99 @@ def extension_enables_a_workload(resource: Resource) -> Iterator[str]:
         settings = resource.get("configurationSettings", {}) or {}
         if not any(str(settings.get(key, "")).lower() == "true" for key in ("enableTraining", "enableInference")):
             yield f"{resource.where}: neither enableTraining nor enableInference is True"
+
+
+_CREATE_COMPUTE_INSTANCE = (
+    "Create an Azure Machine Learning compute instance (learn.microsoft.com/azure/machine-learning/how-to-create-compute-"
+    "instance)"
+)
+
+
+@rule(
+    "platform",
+    source=f"{_CREATE_COMPUTE_INSTANCE}, Configure idle shutdown: \"compute instance must be inactive for a minimum of 15 "
+    "mins and a maximum of three days\"; REST API, ComputeInstanceProperties.idleTimeBeforeShutdown: \"Time is defined "
+    "in ISO8601 format. Minimum is 15 min, maximum is 3 days.\"",
+)
+def idle_shutdown_azure_accepts(resource: Resource) -> Iterator[str]:
+    """A workstation's idle shutdown is an ISO 8601 duration from 15 minutes to 3 days."""
+    instance = compute_instance(resource)
+    idle = instance.get("idleTimeBeforeShutdown") if instance else None
+    if idle and known(idle) and (problem := schedules.idle_shutdown_problem(idle)):
+        yield f"{resource.where}: idleTimeBeforeShutdown {idle!r}: {problem}"
+
+
+@rule(
+    "platform",
+    source=f"{_CREATE_COMPUTE_INSTANCE}, Schedule automatic start and stop: \"You can create a total of four schedules "
+    "per compute instance.\", and the cron syntax it gives (\"The value column can have a * or a list of elements "
+    "separated by commas\"); REST API, Cron: \"The expression should follow NCronTab format\", \"TimeZone should follow "
+    "Windows time zone format\" (azure-ai-ml's TimeZone: \"Time zones that a job or compute instance schedule accepts.\")",
+)
+def schedules_azure_accepts(resource: Resource) -> Iterator[str]:
+    """A workstation has at most four start/stop schedules, each a five-field cron in a Windows time zone."""
+    instance = compute_instance(resource)
+    found = instance.get("schedules") if instance else None
+    triggers = found.get("computeStartStop") if found and known(found) else None
+    if not triggers or not known(triggers):
+        return
+    if len(triggers) > schedules.MAX_SCHEDULES:
+        yield f"{resource.where}: {len(triggers)} schedules; Azure allows at most {schedules.MAX_SCHEDULES} per compute instance"
+    for trigger in triggers:
+        cron = trigger.get("cron") if known(trigger) and trigger.get("triggerType") == "Cron" else None
+        if not cron or not known(cron):
+            continue
+        expression, zone = cron.get("expression"), cron.get("timeZone", "UTC")
+        if known(expression) and (problem := schedules.cron_problem(expression)):
+            yield f"{resource.where}: cron {expression!r}: {problem}"
+        if known(zone) and (problem := schedules.time_zone_problem(zone)):
+            yield f"{resource.where}: timeZone {zone!r}: {problem}"
+
+
+@rule(
+    "platform",
+    source=f"{_CREATE_COMPUTE_INSTANCE}, Configure idle shutdown: \"If the compute instance is also configured with a "
+    "managed identity, the compute instance won't shut down due to inactivity unless the managed identity has "
+    "contributor access to the Azure Machine Learning workspace.\" Contributor is a privileged role here "
+    "(least-privilege-roles), so a workstation that shuts down when idle has no managed identity.",
+)
+def idle_shutdown_without_a_managed_identity(resource: Resource) -> Iterator[str]:
+    """A workstation with idle shutdown has no managed identity (idle shutdown would need it to hold Contributor)."""
+    instance = compute_instance(resource)
+    identity = resource.get("identity.type") if instance is not None else None
+    if instance and instance.get("idleTimeBeforeShutdown") and identity not in (None, "None"):
+        yield (f"{resource.where}: identity {identity} with idle shutdown: Azure shuts it down only if that identity holds "
+               "Contributor on the workspace, a privileged role; drop the identity")  # fmt: skip
+
+
+@rule(
+    "platform",
+    source=f"{_CREATE_COMPUTE_INSTANCE}, Create: \"Name is required and must be between 3 to 24 characters long.\", "
+    "\"Valid characters are upper and lower case letters, digits, and the - character.\", \"Name must start with a "
+    "letter\", \"If - character is used, then it needs to be followed by at least one letter later in the name\"",
+)
+def compute_instance_name_azure_accepts(resource: Resource) -> Iterator[str]:
+    """A workstation's name is 3-24 letters, digits and hyphens, starting with a letter, each hyphen followed by a letter."""
+    name = resource.get("computeName") if compute_instance(resource) is not None else None
+    if name and known(name) and (problem := COMPUTE_INSTANCE_NAME.check(name)):
+        yield f"{resource.where}: {problem}"
+
+
+@rule(
+    "platform",
+    source=f"{_CREATE_COMPUTE_INSTANCE}, Prerequisites: \"In the storage account, the \"Allow storage account key "
+    "access\" option must be enabled for compute instance creation to be successful.\"",
+    whole_stack=True,
+)
+def compute_instances_need_storage_key_access(stack: Stack) -> Iterator[str]:
+    """A workspace with workstations keeps shared key access on its storage."""
+    for workspace in stack.of_type(WORKSPACE):
+        instances = [
+            compute for compute in stack.of_type(COMPUTE)
+            if compute_instance(compute) is not None and workspace.urn in compute.depends_on("workspaceName")
+        ]  # fmt: skip
+        if not instances:
+            continue
+        for account in stack.sources(workspace, "storageAccount", STORAGE):
+            if account.get("allowSharedKeyAccess") is False:
+                yield f"{account.where}: allowSharedKeyAccess is false, but {instances[0].where} needs it to be created"

@@ -74,12 +74,11 @@ PULUMI_GRACE_S = 15 * 60
 STAGE_GRACE_S = 2 * 60
 EXIT_TIMED_OUT = 124
 
-SAMPLE_REQUEST = ROOT / "jobs" / "specs" / "sample-request.json"
 # a request the scoring script must refuse with a 400 that names the problem (jobs/src/score.py)
 MALFORMED_REQUEST = {"data": "not a list"}
 
 # stands for the token in a printed (or dry-run) command; the real one, a GitHub ID token for Entra
-# (jobs/azure_credentials.py), is fetched right before the command
+# (jobs/azure/credentials.py), is fetched right before the command
 FEDERATED_TOKEN = "<fresh GitHub ID token>"
 
 # ARM: resources and resource groups by tag; Key Vault's deleted-vault records (they keep the vault's tags)
@@ -116,15 +115,15 @@ Runner = Callable[[Command, "float | None", float], int]
 
 def _github_variables(environ: Mapping[str, str] = os.environ) -> tuple[str | None, str | None]:
     """GitHub's OIDC token endpoint and its bearer token: set in a job with `permissions: id-token: write`."""
-    from jobs.azure_credentials import GITHUB_TOKEN_BEARER, GITHUB_TOKEN_URL
+    from jobs.azure.credentials import GITHUB_TOKEN_BEARER, GITHUB_TOKEN_URL
 
     return environ.get(GITHUB_TOKEN_URL), environ.get(GITHUB_TOKEN_BEARER)
 
 
 def fresh_id_token(environ: Mapping[str, str] = os.environ) -> str:
-    """A fresh GitHub ID token for Entra ID (it lives about 5 minutes), from jobs/azure_credentials.py. Its
+    """A fresh GitHub ID token for Entra ID (it lives about 5 minutes), from jobs/azure/credentials.py. Its
     FlowError names what failed, never the bearer token or the endpoint's URL."""
-    from jobs import azure_credentials
+    from jobs.azure import credentials as azure_credentials
     from jobs.flow import FlowError
 
     url, bearer = _github_variables(environ)
@@ -381,7 +380,8 @@ class EndToEnd:
         if not self.step("post-provision stage", self.stage_cmd(),
                          timeout_s=self._limit(None, reserve + ENDPOINT_CHECK_MINUTES * 60), grace_s=STAGE_GRACE_S):
             return
-        self.step("both online endpoints: the sample request, and HTTP 400 for a malformed one", self.endpoints_cmd(),
+        self.step("every workload's online endpoints: its sample request, and HTTP 400 for a malformed one",
+                  self.endpoints_cmd(),
                   timeout_s=ENDPOINT_CHECK_MINUTES * 60)
 
     def teardown(self) -> None:
@@ -457,51 +457,57 @@ class EndToEnd:
 
 
 # -- the checks, run as their own commands so that each step is one command line ---------------------------
-def check_endpoints(ml_client, outputs: Mapping[str, str], payload: dict, report: Callable[[str], None] = print
+def check_endpoints(ml_client, outputs: Mapping[str, str], workloads: list, report: Callable[[str], None] = print
                     ) -> list[str]:
-    """Both online endpoints answer `payload` with one number per record, and a malformed request with HTTP 400.
+    """Every workload's online endpoints answer its sample request (one number per record from a regressor,
+    a label and its probability from a classifier: `jobs.flow.answer_problem`), and a malformed request
+    with HTTP 400.
 
     azure-ai-ml's `online_endpoints.invoke` posts to the scoring URI and raises on any status but 200/201
     (`validate_response` in azure/ai/ml/_utils/_endpoint_utils.py): a JSON error body becomes an
     HttpResponseError whose `status_code` is the HTTP status (400 is in no error map, so it stays a plain
     HttpResponseError); a body that is not JSON becomes an MlException without the status."""
+    from jobs.azure import entities, rollout
+    from jobs.flow import answer_problem
+
+    problems = []
+    for workload in workloads:
+        payload = workload.request()
+        rows = len(payload["data"])
+        for kind in workload.online:
+            name = entities.endpoint_name(workload, kind, outputs)
+            where = f"{workload.name}: {kind} endpoint {name}"
+            try:
+                answers = rollout.score(ml_client, name, payload)
+            except Exception as error:  # noqa: BLE001 (any failure to answer fails the check, and is reported)
+                problems.append(f"{where}: the sample request failed: {type(error).__name__}: {error}")
+            else:
+                problem = answer_problem(workload.task, answers, rows)
+                if problem:
+                    problems.append(f"{where}: {problem}")
+                else:
+                    report(f"{where}: {rows} records -> {str(answers)[:200]}")
+            problems.extend(f"{where}: {problem}" for problem in _malformed_refused(ml_client, name, report, where))
+    return problems
+
+
+def _malformed_refused(ml_client, name: str, report: Callable[[str], None], where: str) -> list[str]:
     from azure.core.exceptions import HttpResponseError
 
-    from jobs import azure_rollout
-
-    rows = len(payload.get("data", []))
-    problems = []
-    for kind, key in (("managed", keys.MANAGED_ENDPOINT), ("kubernetes", keys.KUBERNETES_ENDPOINT)):
-        name = outputs[key]
+    with tempfile.TemporaryDirectory() as folder:
+        request = Path(folder) / "malformed.json"
+        request.write_text(json.dumps(MALFORMED_REQUEST))
         try:
-            predictions = azure_rollout.score(ml_client, name, payload)
-        except Exception as error:  # noqa: BLE001 (any failure to answer fails the check, and is reported)
-            problems.append(f"{kind} endpoint {name}: the sample request failed: {type(error).__name__}: {error}")
-        else:
-            numeric = all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in predictions)
-            if len(predictions) != rows or not numeric:
-                problems.append(f"{kind} endpoint {name}: expected {rows} numeric predictions, "
-                                f"got {predictions!r:.200}")
-            else:
-                report(f"{kind} endpoint {name}: {rows} records -> {predictions}")
-        with tempfile.TemporaryDirectory() as folder:
-            request = Path(folder) / "malformed.json"
-            request.write_text(json.dumps(MALFORMED_REQUEST))
-            try:
-                answer = ml_client.online_endpoints.invoke(endpoint_name=name, request_file=str(request))
-            except HttpResponseError as error:
-                if error.status_code == 400:
-                    report(f"{kind} endpoint {name}: malformed request -> HTTP 400 ({error.message!s:.200})")
-                else:
-                    problems.append(f"{kind} endpoint {name}: malformed request -> HTTP {error.status_code}, "
-                                    f"expected 400: {error.message!s:.200}")
-            except Exception as error:  # noqa: BLE001 (e.g. MlException: an error body that is not JSON)
-                problems.append(f"{kind} endpoint {name}: malformed request -> {type(error).__name__} "
-                                f"(no HTTP status), expected HTTP 400 with a JSON message: {error!s:.200}")
-            else:
-                problems.append(f"{kind} endpoint {name}: accepted the malformed request {MALFORMED_REQUEST} "
-                                f"(answered {answer!s:.200}), expected HTTP 400")
-    return problems
+            answer = ml_client.online_endpoints.invoke(endpoint_name=name, request_file=str(request))
+        except HttpResponseError as error:
+            if error.status_code == 400:
+                report(f"{where}: malformed request -> HTTP 400 ({error.message!s:.200})")
+                return []
+            return [f"malformed request -> HTTP {error.status_code}, expected 400: {error.message!s:.200}"]
+        except Exception as error:  # noqa: BLE001 (e.g. MlException: an error body that is not JSON)
+            return [f"malformed request -> {type(error).__name__} (no HTTP status), expected HTTP 400 with a "
+                    f"JSON message: {error!s:.200}"]
+    return [f"accepted the malformed request {MALFORMED_REQUEST} (answered {answer!s:.200}), expected HTTP 400"]
 
 
 def _load_json(path: Path) -> dict:
@@ -514,15 +520,17 @@ def _load_json(path: Path) -> dict:
 def check_endpoints_main(argv: list[str], ml_client=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.e2e check-endpoints")
     parser.add_argument("--outputs", type=Path, required=True, help="`pulumi stack output --json`, saved")
-    parser.add_argument("--request", type=Path, default=SAMPLE_REQUEST, help="the valid request (default: the sample)")
+    parser.add_argument("--workload", action="append", default=[], help="check only this workload (repeatable)")
     args = parser.parse_args(argv)
     try:
-        outputs, payload = _load_json(args.outputs), _load_json(args.request)
+        from jobs.workloads import load_workloads
+
+        outputs, workloads = _load_json(args.outputs), load_workloads(args.workload)
         if ml_client is None:
-            from jobs.azure_target import connect  # the stage's own sign-in: the automation identity in CI
+            from jobs.azure.target import connect  # the stage's own sign-in: the automation identity in CI
 
             ml_client, _ = connect(outputs)
-        problems = check_endpoints(ml_client, outputs, payload)
+        problems = check_endpoints(ml_client, outputs, workloads)
     except Exception as error:  # noqa: BLE001 (one line that names it, not a traceback)
         print(f"check-endpoints: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

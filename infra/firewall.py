@@ -46,7 +46,7 @@ IP_TIMEOUT_S = 30
 IP_RETRIES = 3
 RETRIED_HTTP = {408, 429, 500, 502, 503, 504}
 # firewall changes are not instant and no bound is documented: a minute, cheap next to the stage (which
-# also retries an upload refused by the firewall for a while: STORAGE_FIREWALL in jobs/azure_credentials.py)
+# also retries an upload refused by the firewall for a while: STORAGE_FIREWALL in jobs/azure/credentials.py)
 SETTLE_S = 60
 AZ_TIMEOUT_S = 5 * 60
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2

@@ -27,11 +27,24 @@ class Rule:
 
 
 _COMPUTE = Rule("compute", r"[A-Za-z][A-Za-z0-9-]{0,14}[A-Za-z0-9]", "2-16 letters, digits and hyphens")
-_ENDPOINT = Rule(
+# online endpoints: the stage names them per workload (jobs/azure/entities.py), with this rule
+ENDPOINT_RULE = Rule(
     "online endpoint",
     r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]",
     "3-32 letters, digits and hyphens, starting with a letter",
 )
+# "Name is required and must be between 3 to 24 characters long. Valid characters are upper and lower case letters,
+# digits, and the - character. Name must start with a letter. Name needs to be unique across all existing computes
+# within an Azure region. ... If - character is used, then it needs to be followed by at least one letter later in
+# the name" ("Create an Azure Machine Learning compute instance", Create, Studio: Compute name)
+COMPUTE_INSTANCE = Rule(
+    "compute instance",
+    r"(?=.{3,24}$)[A-Za-z](?!.*-[^A-Za-z]*$)[A-Za-z0-9-]*",
+    "3-24 letters, digits and hyphens, starting with a letter, every hyphen followed later by a letter",
+)
+# a workstation's name is "<user>-ci<suffix>": the user's name, cut to what fits, then the stack's suffix, which
+# keeps it unique in the region and ends it in letters and digits after the last hyphen
+WORKSTATION_USER_LENGTH = 24 - len("-ci") - SUFFIX_LENGTH
 # virtual networks, NAT gateways, public IPs, private endpoints
 _NETWORK = Rule(
     "network resource",
@@ -65,8 +78,6 @@ RULES = {
     "cpu_cluster": _COMPUTE,
     "gpu_cluster": _COMPUTE,
     "kubernetes_compute": _COMPUTE,
-    "managed_endpoint": _ENDPOINT,
-    "kubernetes_endpoint": _ENDPOINT,
     "automation_app": Rule("Entra application display name", r".{1,120}", "1-120 characters"),
     "aks_identity": Rule(
         "user-assigned identity", r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}", "3-128 letters, digits, '-' and '_', starting with one"
@@ -75,7 +86,14 @@ RULES = {
     "nat_gateway": _NETWORK,
     "nat_public_ip": _NETWORK,
     "private_endpoint_prefix": _NETWORK,
+    # a valid compute instance name itself, so "<user>-" + it is one for any user part that starts with a letter
+    "workstation_suffix": COMPUTE_INSTANCE,
 }
+
+
+def workstation_user_part(user: str) -> str:
+    """What of a user's name goes into their compute instance's name (see Names.workstation)."""
+    return re.sub(r"[^a-z0-9]+", "-", user.lower()).strip("-")[:WORKSTATION_USER_LENGTH].rstrip("-")
 
 
 def stack_suffix(project: str, stack: str, prefix: str, generation: int) -> str:
@@ -98,14 +116,13 @@ class Names:
     cpu_cluster: str
     gpu_cluster: str
     kubernetes_compute: str
-    managed_endpoint: str
-    kubernetes_endpoint: str
     automation_app: str
     aks_identity: str
     virtual_network: str
     nat_gateway: str
     nat_public_ip: str
     private_endpoint_prefix: str  # + "-<target>-<group>", e.g. pe-mlp-prod-storage-blob
+    workstation_suffix: str  # "<user>-" + this, e.g. ada-ci1a2b3 (see workstation)
 
     # subnet names are the stack's own, unique within its VNet
     TRAINING_SUBNET = "snet-training"
@@ -114,6 +131,13 @@ class Names:
 
     def private_endpoint(self, target: str, group: str) -> str:
         return f"{self.private_endpoint_prefix}-{target}-{group}"
+
+    def workstation(self, user: str) -> str:
+        """The compute instance of the user named `user`: their name in lower case, each run of other characters
+        than letters and digits one hyphen, cut to WORKSTATION_USER_LENGTH, then the stack's suffix. Two names
+        that differ only in case or punctuation, or only after that length, make the same instance name (the
+        settings refuse them)."""
+        return f"{workstation_user_part(user)}-{self.workstation_suffix}"
 
     @classmethod
     def build(cls, project: str, stack: str, prefix: str, generation: int = 0) -> Names:
@@ -135,14 +159,13 @@ class Names:
             cpu_cluster="cpu-cluster",
             gpu_cluster="gpu-cluster",
             kubernetes_compute="k8s-inference",
-            managed_endpoint=f"{dashed}-online-{suffix}",
-            kubernetes_endpoint=f"{dashed}-k8s-{suffix}",
             automation_app=f"{project}-{stack}-automation",
             aks_identity=f"id-aks-{dashed}",
             virtual_network=f"vnet-{dashed}",
             nat_gateway=f"ng-{dashed}",
             nat_public_ip=f"pip-ng-{dashed}",
             private_endpoint_prefix=f"pe-{dashed}",
+            workstation_suffix=f"ci{suffix}",
         )
 
     def problems(self) -> list[str]:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from typing import Any
-
 import pulumi
-from pulumi_azure_native import _utilities as azure_native
 
+from infra.arm import declare
 from infra.context import StackContext
 from infra.naming import Names
 from infra.workspace import Workspace
@@ -42,14 +40,6 @@ class PrivateNetworkArgs:
     workspace: Workspace
 
 
-def _arm(token: str, name: str, props: dict[str, Any], opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
-    """An azure-native resource declared by its type token and wire (camelCase) properties, with the provider
-    version the typed classes pin. Why not `pulumi_azure_native.network`: importing it loads all 290 of its
-    modules (0.7 s), and each typed resource resolves dozens of outputs the program never reads, which would
-    put prod's program over its time budget (benchmarks/program.py). The engine receives the same request."""
-    return pulumi.CustomResource(token, name, props, pulumi.ResourceOptions.merge(azure_native.get_resource_opts_defaults(), opts))
-
-
 class PrivateNetwork(pulumi.ComponentResource):
     def __init__(self, name: str, args: PrivateNetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("azureml-platform:infra:PrivateNetwork", name, None, opts)
@@ -61,7 +51,7 @@ class PrivateNetwork(pulumi.ComponentResource):
         # "If you use a compute cluster configured for no public IP address, you must provide some way for
         # the cluster to access the public internet" (image builds, pip/conda): a NAT gateway, the option the
         # training page recommends over default outbound access
-        egress_ip = _arm(
+        egress_ip = declare(
             "azure-native:network:PublicIPAddress",
             "nat-public-ip",
             {
@@ -72,7 +62,7 @@ class PrivateNetwork(pulumi.ComponentResource):
             },
             child,
         )
-        nat = _arm(
+        nat = declare(
             "azure-native:network:NatGateway",
             "nat-gateway",
             {"natGatewayName": names.nat_gateway, "sku": {"name": "Standard"}, "publicIpAddresses": [{"id": egress_ip.id}], **common},
@@ -80,7 +70,7 @@ class PrivateNetwork(pulumi.ComponentResource):
         )
         # subnets inline, so the VNet owns them (separate Subnet resources would fight it over `subnets`);
         # no default outbound access: each subnet's egress is explicit (NAT gateway; AKS's load balancer)
-        self.vnet = _arm(
+        self.vnet = declare(
             "azure-native:network:VirtualNetwork",
             "vnet",
             {
@@ -112,14 +102,14 @@ class PrivateNetwork(pulumi.ComponentResource):
         global_ = dict(resourceGroupName=stack.resource_group_name, tags=settings.tags)
         zones = {}
         for zone_name in sorted({zone for group in PRIVATE_DNS_ZONES.values() for zone in group}):
-            zone = _arm(
+            zone = declare(
                 "azure-native:privatedns:PrivateZone",
                 f"dns-{zone_name}",
                 # private DNS zones are global resources
                 {"privateZoneName": zone_name, "location": "global", **global_},
                 child,
             )
-            _arm(
+            declare(
                 "azure-native:privatedns:VirtualNetworkLink",
                 f"dns-link-{zone_name}",
                 {
@@ -148,7 +138,7 @@ class PrivateNetwork(pulumi.ComponentResource):
         for target, (resource, groups) in targets.items():
             for group in groups:
                 endpoint_name = names.private_endpoint(target, group)
-                endpoint = _arm(
+                endpoint = declare(
                     "azure-native:network:PrivateEndpoint",
                     f"pe-{target}-{group}",
                     {
@@ -161,7 +151,7 @@ class PrivateNetwork(pulumi.ComponentResource):
                     },
                     child,
                 )
-                dns = _arm(
+                dns = declare(
                     "azure-native:network:PrivateDnsZoneGroup",
                     f"pe-{target}-{group}-dns",
                     {

@@ -17,14 +17,15 @@ KEY_VAULT_URI = "key_vault_uri"
 # the workspace's default storage: CI opens its firewall to the runner for the stage's uploads (prod)
 STORAGE_ACCOUNT = "storage_account_name"
 # "private" when the stack has its own VNet and the data plane (storage, Key Vault, registry) denies the
-# internet; "public" otherwise. Managed deployments then need private egress (see jobs/azure_entities.py)
+# internet; "public" otherwise. Managed deployments then need private egress (see jobs/azure/entities.py)
 NETWORK_ISOLATION = "network_isolation"
 NETWORK_ISOLATION_VALUES = ("public", "private")
 REGISTRY_LOGIN_SERVER = "registry_login_server"
 AUTOMATION_CLIENT_ID = "automation_client_id"
-# endpoint names are region-unique in Azure, so the naming module builds them with the stack suffix
-MANAGED_ENDPOINT = "managed_endpoint_name"
-KUBERNETES_ENDPOINT = "kubernetes_endpoint_name"
+# each listed data scientist's compute instance: a JSON object, user name -> instance name (not a secret). Always
+# exported, an empty object when the stack lists no one (the engine drops only None); read as empty when absent
+# (outputs of a stack from before workstations)
+WORKSTATIONS = "workstation_names"
 # only exported (as a Pulumi secret) when the stack's config asks for a client secret
 AUTOMATION_CLIENT_SECRET = "automation_client_secret"
 
@@ -43,12 +44,12 @@ REQUIRED = (
     NETWORK_ISOLATION,
     REGISTRY_LOGIN_SERVER,
     AUTOMATION_CLIENT_ID,
-    MANAGED_ENDPOINT,
-    KUBERNETES_ENDPOINT,
 )
 # keys a stack exports only when it has what they name. Never exported as null: the engine drops an
 # output whose value is None (pulumi/runtime/rpc.py, serialize_properties), so `pulumi stack output`
 # would not show it anyway, and a reader must treat absence as "none"
 OPTIONAL = (GPU_CLUSTER,)
+# keys whose value is a JSON object of names rather than one name: exported by every stack, absence reads as empty
+MAPS = (WORKSTATIONS,)
 # keys that must only ever be exported as Pulumi secrets
 SECRET = (AUTOMATION_CLIENT_SECRET,)

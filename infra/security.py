@@ -32,6 +32,10 @@ PRIVILEGED_ROLES = {
     "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
     "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
 }
+# who a role assignment may name: identities (service principals, managed identities), and the data scientists: their
+# Entra group, or each of them (roles.TEAM_ROLES only)
+PEOPLE = ("Group", "User")
+PRINCIPAL_TYPES = ("ServicePrincipal", *PEOPLE)
 # a role assignment on one resource (or below it) in a resource group; never a group or subscription
 RESOURCE_SCOPE = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/.+", re.IGNORECASE)
 SECRET_LOOKING_OUTPUT = re.compile(r"secret|password|connection_string|access_key|token", re.IGNORECASE)
@@ -44,6 +48,21 @@ def aml_compute(resource: Resource) -> Mapping | None:
     if resource.type == COMPUTE and resource.get("properties.computeType") == "AmlCompute":
         return resource.get("properties.properties", {})
     return None
+
+
+def compute_instance(resource: Resource) -> Mapping | None:
+    """The ComputeInstance properties of a compute resource (a workstation), or None for any other resource (and
+    while a preview cannot know them)."""
+    if resource.type == COMPUTE and resource.get("properties.computeType") == "ComputeInstance":
+        properties = resource.get("properties.properties", {})
+        return properties if known(properties) and isinstance(properties, Mapping) else None
+    return None
+
+
+def training_compute(resource: Resource) -> Mapping | None:
+    """The properties of a compute resource that runs in the training subnet (clusters, workstations), or None."""
+    found = aml_compute(resource)
+    return found if found is not None else compute_instance(resource)
 
 
 @rule("security")
@@ -97,13 +116,42 @@ def no_registry_admin_user(resource: Resource) -> Iterator[str]:
 
 @rule("security")
 def ssh_closed(resource: Resource) -> Iterator[str]:
-    """Training clusters take no SSH."""
+    """Training clusters and workstations take no SSH."""
     cluster = aml_compute(resource)
     if cluster is not None:
         if cluster.get("remoteLoginPortPublicAccess") != "Disabled":
             yield f"{resource.where}: remoteLoginPortPublicAccess must be Disabled"
         if cluster.get("userAccountCredentials"):
             yield f"{resource.where}: userAccountCredentials (SSH user) must not be set"
+    instance = compute_instance(resource)
+    if instance is not None:
+        ssh = instance.get("sshSettings") or {}
+        if known(ssh) and ssh.get("sshPublicAccess") != "Disabled":
+            yield f"{resource.where}: sshSettings.sshPublicAccess must be Disabled"
+        if known(ssh) and ssh.get("adminPublicKey"):
+            yield f"{resource.where}: sshSettings.adminPublicKey (an SSH key) must not be set"
+
+
+@rule("security")
+def workstations_stop_when_idle(resource: Resource) -> Iterator[str]:
+    """Workstations shut down when idle (Azure's own policy: "Azure Machine Learning Compute Instance should have
+    idle shutdown")."""
+    instance = compute_instance(resource)
+    if instance is not None and not instance.get("idleTimeBeforeShutdown"):
+        yield f"{resource.where}: idleTimeBeforeShutdown must be set"
+
+
+@rule("security")
+def workstations_are_personal(resource: Resource) -> Iterator[str]:
+    """Each workstation is assigned to one user, and its applications (Jupyter, VS Code) open to that user only."""
+    instance = compute_instance(resource)
+    if instance is None:
+        return
+    assigned = resource.get("properties.properties.personalComputeInstanceSettings.assignedUser")
+    if known(assigned) and not (isinstance(assigned, Mapping) and assigned.get("objectId") and assigned.get("tenantId")):
+        yield f"{resource.where}: personalComputeInstanceSettings.assignedUser (objectId, tenantId) must be set"
+    if instance.get("applicationSharingPolicy") != "Personal":
+        yield f"{resource.where}: applicationSharingPolicy must be Personal"
 
 
 @rule("security")
@@ -170,7 +218,8 @@ def zone_redundant_registry_in_prod(resource: Resource) -> Iterator[str]:
 
 @rule("security", whole_stack=True)
 def isolated_data_plane(stack: Stack) -> Iterator[str]:
-    """In a stack with its own VNet, storage and the registry deny the internet and compute has no public IP."""
+    """In a stack with its own VNet, storage and the registry deny the internet and compute (clusters and
+    workstations) has no public IP."""
     if not stack.of_type(VIRTUAL_NETWORK):
         return
     for resource in stack.of_type(STORAGE):
@@ -180,8 +229,8 @@ def isolated_data_plane(stack: Stack) -> Iterator[str]:
         if resource.get("networkRuleSet.defaultAction") != "Deny":
             yield f"{resource.where}: networkRuleSet.defaultAction must be Deny in an isolated stack"
     for resource in stack.resources:
-        cluster = aml_compute(resource)
-        if cluster is not None and cluster.get("enableNodePublicIp") is not False:
+        compute = training_compute(resource)
+        if compute is not None and compute.get("enableNodePublicIp") is not False:
             yield f"{resource.where}: enableNodePublicIp must be false in an isolated stack"
 
 
@@ -197,14 +246,17 @@ def tls_inference_in_prod(stack: Stack) -> Iterator[str]:
 
 @rule("security")
 def least_privilege_roles(resource: Resource) -> Iterator[str]:
-    """Role assignments grant reviewed, non-privileged roles on single resources to service principals."""
+    """Role assignments grant reviewed, non-privileged roles on single resources: to service principals (identities),
+    and to the data scientists (their Entra group, or users) only the team's roles."""
     if resource.type != ROLE_ASSIGNMENT:
         return
     scope = resource.get("scope", "")
     if known(scope) and not RESOURCE_SCOPE.fullmatch(scope):
         yield f"{resource.where}: scope {scope!r} is wider than a single resource in a resource group"
-    if resource.get("principalType") != "ServicePrincipal":
-        yield f"{resource.where}: principalType must be ServicePrincipal"
+    principal_type = resource.get("principalType")
+    if principal_type not in PRINCIPAL_TYPES:
+        yield (f"{resource.where}: principalType must be ServicePrincipal (identities), or Group or User (the data "
+               f"scientists), not {principal_type!r}")  # fmt: skip
     role_id = resource.get("roleDefinitionId", "")
     if not known(role_id):
         return
@@ -213,6 +265,9 @@ def least_privilege_roles(resource: Resource) -> Iterator[str]:
         yield f"{resource.where}: grants {PRIVILEGED_ROLES[role]}, a privileged role"
     elif role not in roles.NAMES:
         yield f"{resource.where}: grants role {role}, which is not on the reviewed list in infra/roles.py"
+    elif principal_type in PEOPLE and role not in roles.TEAM_ROLES:
+        team = ", ".join(roles.NAMES[team_role] for team_role in roles.TEAM_ROLES)
+        yield f"{resource.where}: principalType {principal_type} holds {roles.NAMES[role]}; people hold only the team's roles ({team})"
 
 
 @rule("security")

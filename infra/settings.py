@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from infra.naming import Names
+from infra import schedules
+from infra.naming import COMPUTE_INSTANCE as COMPUTE_INSTANCE_RULE
+from infra.naming import WORKSTATION_USER_LENGTH, Names
 
 PROJECT = "azureml-platform"
 ENVIRONMENTS = ("dev", "prod")
@@ -59,6 +61,10 @@ COMPUTE_NAMESPACES = ("default", "azureml")
 # never committed: each operator sets them with `pulumi config set --secret` (see README)
 SECRET_KEYS = (f"{PROJECT}:inferenceTlsCertificate", f"{PROJECT}:inferenceTlsKey")
 PEM = re.compile(r"\s*-----BEGIN [A-Z ]+-----.+-----END [A-Z ]+-----\s*", re.DOTALL)
+# Entra object IDs (users, groups) are GUIDs
+GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+# a data scientist's name, the first part of their compute instance's name (infra/naming.py, Names.workstation)
+USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 
 
 def stack_tags(stack: str, project: str = PROJECT) -> dict[str, str]:
@@ -157,6 +163,31 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class WorkstationUser:
+    name: str  # names the compute instance (infra/naming.py, Names.workstation)
+    object_id: str  # the Entra user the instance is assigned to
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """Cron triggers (NCronTab, infra/schedules.py) in one Windows time zone; at most four in all."""
+
+    start: tuple[str, ...]
+    stop: tuple[str, ...]
+    time_zone: str
+
+
+@dataclass(frozen=True)
+class WorkstationSettings:
+    """A personal compute instance per listed data scientist, all alike."""
+
+    vm_size: str
+    idle_shutdown: str  # ISO 8601, 15 minutes to 3 days
+    schedule: ScheduleSettings | None
+    users: tuple[WorkstationUser, ...]
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str
     stack: str
@@ -179,6 +210,10 @@ class Settings:
     gpu_cluster: GpuClusterSettings
     aks: AksSettings
     inference: InferenceSettings
+    # None: the stack file has no workstations section
+    workstations: WorkstationSettings | None = None
+    # the Entra group of the data scientists, granted their roles once; None: each listed user is granted them
+    data_scientists_group: str | None = None
 
     @property
     def tags(self) -> dict[str, str]:
@@ -301,6 +336,49 @@ class _Reader:
             self.problems.append(f"{self.key_of(field)} is not PEM text (-----BEGIN ...-----)")
         return value
 
+    def items(self, field: str) -> list[tuple[int, _Reader]]:
+        """A list of objects (default: none), each read by its own reader: `field[0].name`..."""
+        value = self._raw(field, ())
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        if value is _MISSING or value == ():
+            return []
+        if not isinstance(value, list):
+            self.problems.append(f"{self.key_of(field)} is {value!r}; expected a list (a YAML sequence)")
+            return []
+        found = []
+        for index, item in enumerate(value):
+            prefix = f"{self.key_of(field)}[{index}]"
+            if not isinstance(item, dict):
+                self.problems.append(f"{prefix} is {item!r}; expected an object (a YAML mapping)")
+                continue
+            found.append((index, _Reader(item, lambda sub, prefix=prefix: f"{prefix}.{sub}", self.problems)))
+        return found
+
+    def texts(self, field: str) -> tuple[str, ...]:
+        """One string or a list of them (default: none)."""
+        value = self._raw(field, ())
+        if value is _MISSING or value == ():
+            return ()
+        if isinstance(value, str) and value.startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            self.problems.append(f"{self.key_of(field)} is {value!r}; expected a string or a list of strings")
+            return ()
+        return tuple(value)
+
+    def has(self, field: str) -> bool:
+        """Whether an optional field is present (marking it read either way)."""
+        self.read.add(field)
+        return self.values.get(field) is not None
+
     def section(self, field: str) -> _Reader:
         value = self._raw(field, _MISSING)
         if isinstance(value, str):  # Pulumi hands structured values over as JSON text
@@ -388,6 +466,78 @@ def _network(reader: _Reader, nodes: dict[str, int]) -> NetworkSettings:
     )
 
 
+def _schedule(reader: _Reader) -> ScheduleSettings:
+    crons = {action: reader.texts(action) for action in ("start", "stop")}
+    for action, expressions in crons.items():
+        for index, expression in enumerate(expressions):
+            if problem := schedules.cron_problem(expression):
+                where = reader.key_of(action) + (f"[{index}]" if len(expressions) > 1 else "")
+                reader.problems.append(f"{where} is {expression!r}: {problem}")
+    count = len(crons["start"]) + len(crons["stop"])
+    if count == 0:
+        reader.problems.append(
+            f"{reader.key_of('start')} and {reader.key_of('stop')} are both empty; set one, or remove the schedule"
+        )
+    elif count > schedules.MAX_SCHEDULES:
+        reader.problems.append(
+            f"{reader.key_of('start')} and {reader.key_of('stop')} make {count} schedules; Azure allows at most "
+            f"{schedules.MAX_SCHEDULES} per compute instance (\"You can create a total of four schedules per compute instance.\")"
+        )
+    time_zone = reader.text("timeZone", default="UTC")
+    if (problem := schedules.time_zone_problem(time_zone)) is not None:
+        reader.problems.append(f"{reader.key_of('timeZone')} is {time_zone!r}: {problem}")
+    reader.unknown()
+    return ScheduleSettings(start=crons["start"], stop=crons["stop"], time_zone=time_zone)
+
+
+def _workstations(reader: _Reader, gpu_enabled: Any, names: Names) -> WorkstationSettings:
+    vm_size = reader.text("vmSize", pattern=VM_SIZE, means="an Azure VM size such as Standard_DS3_v2")
+    if gpu_enabled is False and vm_size and GPU_VM_SIZE.fullmatch(vm_size):
+        # compute instances draw on the same per-family quota as the clusters ("The dedicated cores per region per VM
+        # family quota ... is unified and shared with Azure Machine Learning training compute cluster quota")
+        reader.problems.append(
+            f"{reader.key_of('vmSize')} is {vm_size!r}, a GPU size, but {PROJECT}:gpuCluster.enabled is false in this "
+            "stack (GPU quota is often zero); allowed: a size without GPUs such as Standard_DS3_v2, or gpuCluster.enabled true"
+        )
+    idle_shutdown = reader.text("idleShutdown")
+    if idle_shutdown is not None and (problem := schedules.idle_shutdown_problem(idle_shutdown)) is not None:
+        reader.problems.append(f"{reader.key_of('idleShutdown')} is {idle_shutdown!r}: {problem}")
+    schedule = _schedule(reader.section("schedule")) if reader.has("schedule") else None
+    users: list[WorkstationUser] = []
+    object_ids: dict[str, tuple[int, str]] = {}  # lower-case object ID -> (index, name) of its first listing
+    instances: dict[str, tuple[int, str]] = {}  # instance name -> (index, name) of the user whose it is
+    key = reader.key_of("users")
+    for index, item in reader.items("users"):
+        name = item.text("name", pattern=USER_NAME, means="a name starting with a letter: letters, digits, '.', '_', '-'")
+        object_id = item.text("objectId", pattern=GUID, means="an Entra object ID (a GUID)")
+        item.unknown()
+        if name is None or object_id is None or not USER_NAME.fullmatch(name) or not GUID.fullmatch(object_id):
+            continue
+        if object_id.lower() in object_ids:
+            first, first_name = object_ids[object_id.lower()]
+            reader.problems.append(
+                f"{key}[{index}].objectId is {key}[{first}].objectId too ({first_name!r}); list each person once"
+            )
+            continue
+        object_ids[object_id.lower()] = (index, name)
+        instance = names.workstation(name)
+        if instance in instances:
+            first, first_name = instances[instance]
+            reader.problems.append(
+                f"{key}[{index}].name {name!r} makes the compute instance name {instance!r}, as {key}[{first}].name "
+                f"{first_name!r} does; allowed: names that still differ in lower case, with punctuation as '-', cut "
+                f"to their first {WORKSTATION_USER_LENGTH} characters"
+            )
+            continue
+        if (problem := COMPUTE_INSTANCE_RULE.check(instance)) is not None:
+            reader.problems.append(f"{key}[{index}].name {name!r} {problem}")
+            continue
+        instances[instance] = (index, name)
+        users.append(WorkstationUser(name=name, object_id=object_id))
+    reader.unknown()
+    return WorkstationSettings(vm_size=vm_size, idle_shutdown=idle_shutdown, schedule=schedule, users=tuple(users))
+
+
 def _hardened(problems: list[str], settings: Settings) -> None:
     """prod is hardened by construction, not by convention."""
     if settings.environment != "prod":
@@ -416,15 +566,17 @@ def _isolation_mode(reader: _Reader) -> str | None:
     return value
 
 
-def _subnet_nodes(cpu: _Reader, gpu: _Reader, gpu_enabled: Any, aks: _Reader) -> dict[str, int]:
-    """The most nodes each subnet holds at once, from the raw cluster sizes (already validated elsewhere)."""
+def _subnet_nodes(cpu: _Reader, gpu: _Reader, gpu_enabled: Any, aks: _Reader, workstations: int) -> dict[str, int]:
+    """The most nodes each subnet holds at once, from the raw cluster sizes (already validated elsewhere) and the
+    number of workstations: "Each compute instance requires one IP address. Each *node* within a compute cluster
+    ... requires one IP address." (Secure an Azure Machine Learning training environment with virtual networks)"""
 
     def most(reader: _Reader) -> int:
         value = reader.values.get("maxNodes")
         return int(value) if isinstance(value, int) or (isinstance(value, str) and value.isdigit()) else 0
 
     # AKS surges one extra node per pool while it upgrades
-    return {"trainingSubnet": most(cpu) + (most(gpu) if gpu_enabled else 0), "aksSubnet": most(aks) + 1}
+    return {"trainingSubnet": most(cpu) + (most(gpu) if gpu_enabled else 0) + workstations, "aksSubnet": most(aks) + 1}
 
 
 def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Settings:
@@ -452,6 +604,18 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
     instance_type = inference.section("instanceType")
 
     gpu_enabled = gpu.flag("enabled")
+    workstation_names = Names.build(project, stack, name_prefix or "", name_generation or 0)
+    workstations = (
+        _workstations(root.section("workstations"), gpu_enabled, workstation_names) if root.has("workstations") else None
+    )
+    group = root.text("dataScientistsGroup", default=None, pattern=GUID, means="the object ID (a GUID) of an Entra group")
+    if group and workstations:
+        for index, user in enumerate(workstations.users):
+            if user.object_id.lower() == group.lower():
+                problems.append(
+                    f"{project}:dataScientistsGroup is the objectId of {project}:workstations.users[{index}] "
+                    f"({user.name!r}), a user; expected the object ID of an Entra group"
+                )
     settings = Settings(
         project=project,
         stack=stack,
@@ -473,7 +637,7 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
             public_network_access=workspace.text("publicNetworkAccess", choices=PUBLIC_NETWORK_ACCESS),
             isolation_mode=_isolation_mode(workspace),
         ),
-        network=_network(network, _subnet_nodes(cpu, gpu, gpu_enabled, aks)),
+        network=_network(network, _subnet_nodes(cpu, gpu, gpu_enabled, aks, len(workstations.users) if workstations else 0)),
         key_vault=KeyVaultSettings(
             purge_protection=key_vault.flag("purgeProtection"),
             soft_delete_retention_days=key_vault.whole("softDeleteRetentionDays", minimum=7, maximum=90),
@@ -514,6 +678,8 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
                 memory_limit=instance_type.text("memoryLimit", pattern=QUANTITY, means="a Kubernetes memory quantity"),
             ),
         ),
+        workstations=workstations,
+        data_scientists_group=group,
     )
     if gpu_enabled is False and gpu.values:
         gpu.read.update(gpu.values)  # the template fields of a switched-off cluster are known, not typos

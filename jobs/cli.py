@@ -1,9 +1,10 @@
 """`python -m jobs`: the post-provision stage's command line. Parsing and dispatch only: the flow
-(jobs/flow.py) and the targets hold the logic.
+(jobs/flow.py), the workloads (jobs/workloads.py) and the targets hold the logic.
 
-    python -m jobs run --local [--data-dir DIR]     train, register, serve and call the model on this machine
-    python -m jobs serve --local [--port N]         serve the latest locally registered model until stopped
-    python -m jobs run --stack dev | --outputs FILE [--dry-run]    the same flow in Azure ML
+    python -m jobs run --local [--data-dir DIR] [--workload NAME]   every workload (or those named): train,
+                                                                    register, serve and call it, on this machine
+    python -m jobs serve --local --workload NAME [--port N]         serve its latest local model until stopped
+    python -m jobs run --stack dev | --outputs FILE [--dry-run]     the same flow in Azure ML
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 import yaml
 
 from jobs import flow
-from jobs.flow import JOBS, FlowError
+from jobs.flow import FlowError
+from jobs.local.target import AUTOML_MINUTES
+from jobs.workloads import load_workloads
 
 AZURE_ONLY = ("deploy", "status")
 
@@ -31,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--stack", metavar="NAME", help="Azure ML, from `pulumi stack output --json --stack NAME`")
     where.add_argument("--outputs", metavar="FILE", type=Path, help="Azure ML, from a file holding those outputs")
     target.add_argument("--dry-run", action="store_true", help="Azure: print the entities it would send, send nothing")
+    target.add_argument("--workload", action="append", default=[], metavar="NAME",
+                        help="only this workload (repeatable; default: every workload under workloads/)")
     local = target.add_argument_group("local target")
     local.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with the catalog's data files (default: data/)")
     local.add_argument("--work-dir", type=Path, default=Path(".local"), help="MLflow store, runs, logs (default: .local/)")
@@ -38,18 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_argument("--fix", metavar="NAME=VALUE", action="append", default=[], type=_fixed,
                        help="fix a sweep search_space parameter instead of sampling it, e.g. --fix epochs=5")  # fmt: skip
     local.add_argument("--seed", type=int, default=0, help="seed of the trials' random sampling")
-    local.add_argument("--parallel", type=int, default=1, help="training processes at a time (default: 1)")
+    local.add_argument("--parallel", type=int, help="training processes at a time (default: one per core, each "
+                       "with OMP_NUM_THREADS cores / N unless that is set)")
+    local.add_argument("--automl-minutes", type=float, default=AUTOML_MINUTES,
+                       help=f"the most minutes each AutoML job gets here (default: {AUTOML_MINUTES:g}; its spec's own "
+                            "limit if smaller)")  # fmt: skip
 
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("run", parents=[target], help="the whole flow: jobs, best model, endpoints, a sample request")
     serve = commands.add_parser("serve", parents=[target], help="serve the latest registered model until stopped")
     serve.add_argument("--port", type=int, default=5001, help="port on 127.0.0.1 (default: 5001; 0 picks a free one)")
     submit = commands.add_parser("submit", parents=[target], help="run jobs only (all, or those named)")
-    submit.add_argument("jobs", nargs="*", metavar="JOB", help=f"job keys: {', '.join(job.key for job in JOBS)}")
+    submit.add_argument("jobs", nargs="*", metavar="JOB", help="job keys (<workload>-<spec>, e.g. housing-lightgbm)")
     deploy = commands.add_parser("deploy", parents=[target], help="roll a registered model out to the endpoints")
     deploy.add_argument("--version", help="model version (default: the latest)")
     invoke = commands.add_parser("invoke", parents=[target], help="send a request (default: the sample) to the endpoints")
-    invoke.add_argument("--file", type=Path, help="request JSON (default: jobs/specs/sample-request.json)")
+    invoke.add_argument("--file", type=Path, help="request JSON (default: the workload's sample request)")
     invoke.add_argument("--url", default="http://127.0.0.1:5001/score", help="local: the scoring URL of `serve`")
     commands.add_parser("status", parents=[target], help="the jobs' and endpoints' state")
     return parser
@@ -65,33 +74,43 @@ def _fixed(text: str) -> tuple[str, object]:
 def make_target(args: argparse.Namespace, resources: contextlib.ExitStack):
     """The target the arguments choose; anything it holds open is released when `resources` closes."""
     if args.stack or args.outputs:
-        from jobs import azure_commands
+        from jobs.azure import commands
 
         if args.command == "serve":
             raise FlowError("`serve` runs on this machine; in Azure the endpoints serve (see deploy and invoke)")
-        return azure_commands.target(azure_commands.load_outputs(args.stack, args.outputs), args.data_dir)
+        return commands.target(commands.load_outputs(args.stack, args.outputs), args.data_dir)
     if args.dry_run:
         raise FlowError("--dry-run applies to the Azure target: add --stack NAME or --outputs FILE")
-    from jobs.local import LocalTarget
+    from jobs.local.target import LocalTarget
 
     serving = args.command == "serve"  # `run` sends one request: one server worker starts sooner
     target = LocalTarget(args.data_dir, args.work_dir, args.trials, dict(args.fix), args.seed,
-                         args.port if serving else 0, workers=2 if serving else 1, parallel=args.parallel)  # fmt: skip
+                         args.port if serving else 0, workers=2 if serving else 1, parallel=args.parallel,
+                         automl_minutes=args.automl_minutes)  # fmt: skip
     resources.callback(target.close)
     return target
 
 
+def one_workload(args):
+    """The workload a command about one workload names: --workload, or the only one there is."""
+    workloads = load_workloads(args.workload)
+    if len(workloads) != 1:
+        raise FlowError(f"`{args.command}` needs one workload: --workload {'|'.join(w.name for w in workloads)}")
+    return workloads[0]
+
+
 def run(args, target) -> None:
-    summary = flow.run(target, flow.load_request())
+    summary = flow.run(target, load_workloads(args.workload))
     print(summary.table())
 
 
 def serve(args, target) -> None:
-    model = target.latest_model()
-    endpoint = target.deploy(model, flow.stamped(print, "serve"))[0]
+    workload = one_workload(args)
+    model = target.latest_model(workload)
+    endpoint = target.deploy(workload, model, flow.stamped(print, "serve"))[0]
     print(f"serving {model.name}:{model.version} ({model.metric}={model.value:,.6g}); Ctrl-C stops it")
     print(f"  scoring URL: {endpoint.scoring_uri}\n  Swagger:     {endpoint.swagger_uri}")
-    print(f"  try: curl -s {endpoint.scoring_uri} -H 'Content-Type: application/json' -d @{flow.SAMPLE_REQUEST}")
+    print(f"  try: curl -s {endpoint.scoring_uri} -H 'Content-Type: application/json' -d @{workload.sample_request}")
     # a service manager's SIGTERM, like Ctrl-C, unwinds through main() so the server is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
@@ -99,44 +118,58 @@ def serve(args, target) -> None:
 
 
 def submit(args, target) -> None:
-    unknown = sorted(set(args.jobs) - {job.key for job in JOBS})
+    workloads = load_workloads(args.workload)
+    jobs = [job for workload in workloads for job in workload.jobs]
+    unknown = sorted(set(args.jobs) - {job.key for job in jobs})
     if unknown:
-        raise FlowError(f"unknown job(s): {', '.join(unknown)}; known: {', '.join(job.key for job in JOBS)}")
-    target.prepare(flow.stamped(print, "assets"))
-    results, _ = flow.run_jobs(target, tuple(job for job in JOBS if not args.jobs or job.key in args.jobs), print)
+        raise FlowError(f"unknown job(s): {', '.join(unknown)}; known: {', '.join(job.key for job in jobs)}")
+    target.prepare(workloads, flow.stamped(print, "assets"))
+    results, _ = flow.run_jobs(target, [job for job in jobs if not args.jobs or job.key in args.jobs], print)
+    metric = {workload.name: workload.metric for workload in workloads}
     for result in results:
-        metric = result.primary_metric or flow.HOLDOUT_METRIC
-        print(f"{result.job.key}: {result.run_name} {result.status} {metric}={result.metrics.get(metric, float('nan')):,.6g}")
+        shown = metric[result.job.workload]
+        print(f"{result.job.key}: {result.run_name} {result.status} {shown}={result.metrics.get(shown, float('nan')):,.6g}")
+
+
+def request(args, workload) -> dict:
+    """The request file given, or the workload's sample request."""
+    path = args.file or workload.sample_request
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise FlowError(f"cannot read the request {path}: {error}") from None
 
 
 def invoke(args, target) -> None:
     if args.stack or args.outputs:
-        from jobs import azure_commands
+        from jobs.azure import commands
 
-        azure_commands.invoke(target, args.file)
+        for workload in load_workloads(args.workload):
+            commands.invoke(target, workload, request(args, workload))
         return
-    from jobs.local import invoke as post
+    from jobs.local.server import invoke as post
 
-    print(json.dumps(post(args.url, flow.load_request(args.file))))
+    print(json.dumps(post(args.url, request(args, one_workload(args)))))
 
 
 def deploy(args, target) -> None:
-    from jobs import azure_commands
+    from jobs.azure import commands
 
-    azure_commands.deploy(target, args.version)
+    commands.deploy(target, one_workload(args), args.version)
 
 
 def status(args, target) -> None:
-    from jobs import azure_commands
+    from jobs.azure import commands
 
-    azure_commands.status(target)
+    commands.status(target, load_workloads(args.workload))
 
 
 def dry_run(args) -> None:
     """Azure only: print every entity the command would send, built from the outputs alone."""
-    from jobs import azure_commands
+    from jobs.azure import commands
 
-    print(azure_commands.dry_run(azure_commands.load_outputs(args.stack, args.outputs), args.data_dir))
+    outputs = commands.load_outputs(args.stack, args.outputs)
+    print(commands.dry_run(outputs, load_workloads(args.workload), args.data_dir))
 
 
 COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status}

@@ -1,43 +1,31 @@
-"""The post-provision flow: assets -> jobs -> best model -> endpoints -> check.
+"""The post-provision flow, for every workload: assets -> candidate jobs -> best model -> endpoints -> check.
 
-It drives a `Target` (Azure ML or this machine) and never knows which one: everything that
-differs between them lives behind the protocol below.
+It drives a `Target` (Azure ML or this machine) and never knows which one: everything that differs between
+them lives behind the protocol below. It knows workloads (jobs/workloads.py), not housing.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
+if TYPE_CHECKING:
+    from jobs.workloads import Workload
+
+# what every workload shares: the environments and the endpoint and deployment specs
 SPECS_DIR = Path(__file__).parent / "specs"
-# the request each target calls its endpoints with, and each rollout smoke-tests with
-SAMPLE_REQUEST = SPECS_DIR / "sample-request.json"
-
-# the regression candidates are compared on this metric, computed on the same held-out split
-HOLDOUT_METRIC = "MAE"
-# the registered name of the model the endpoints serve, in either target's registry
-MODEL_NAME = "housing-regressor"
 
 Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Job:
-    key: str
-    spec: str  # file name under jobs/specs/
-    regression_candidate: bool  # competes for the housing endpoint on held-out MAE
-
-
-JOBS = (
-    Job("housing-lightgbm", "housing-lightgbm.yml", True),
-    Job("housing-mlp-sweep", "housing-mlp-sweep.yml", True),
-    Job("housing-automl-regression", "housing-automl-regression.yml", True),
-    Job("bank-marketing-automl-classification", "bank-marketing-automl-classification.yml", False),
-)
+    workload: str
+    key: str  # `<workload>-<spec file stem>`: unique across workloads, and the Azure job's name stem
+    spec: Path
 
 
 @dataclass
@@ -78,8 +66,9 @@ class Endpoint:
 class Target(Protocol):
     name: str
 
-    def prepare(self, report: Report) -> None:
-        """Make data and environments available to the jobs (register them in Azure; check them locally)."""
+    def prepare(self, workloads: list[Workload], report: Report) -> None:
+        """Make the workloads' data and the environments available to the jobs (register them in Azure;
+        check them locally)."""
 
     def unsupported(self, job: Job) -> str | None:
         """Why this target cannot run `job`, or None when it can."""
@@ -90,9 +79,9 @@ class Target(Protocol):
         Called concurrently for all jobs. A failed job is returned with `error` set, not raised.
         """
 
-    def register_model(self, best: JobResult) -> RegisteredModel: ...
+    def register_model(self, workload: Workload, best: JobResult) -> RegisteredModel: ...
 
-    def deploy(self, model: RegisteredModel, report: Report) -> list[Endpoint]: ...
+    def deploy(self, workload: Workload, model: RegisteredModel, report: Report) -> list[Endpoint]: ...
 
     def invoke(self, endpoint: Endpoint, payload: dict) -> list: ...
 
@@ -101,38 +90,49 @@ class FlowError(RuntimeError):
     """A step failed; the message names what failed and where to look."""
 
 
-def load_request(path: Path | None = None) -> dict:
-    """A scoring request: the file given, or the sample request."""
-    path = Path(path or SAMPLE_REQUEST)
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise FlowError(f"cannot read the request {path}: {error}") from None
+def answer_problem(task: str, answers: object, rows: int) -> str | None:
+    """What is wrong with a scoring answer to `rows` records, or None: one number per record from a
+    regressor; one object with a label and the probability (or probabilities) from a classifier."""
+    if not isinstance(answers, list) or len(answers) != rows:
+        return f"expected a list of {rows} answers, got {str(answers)[:200]}"
+    if task == "regression":
+        if all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in answers):
+            return None
+        return f"expected {rows} numbers, got {str(answers)[:200]}"
+    if all(isinstance(a, dict) and "label" in a and ("probability" in a or "probabilities" in a) for a in answers):
+        return None
+    return f"expected {rows} objects with a label and its probability, got {str(answers)[:200]}"
 
 
 @dataclass
-class Summary:
+class WorkloadSummary:
+    workload: Workload
     results: list[JobResult]
     skipped: dict[str, str]
     model: RegisteredModel
     endpoints: list[Endpoint]
-    predictions: dict[str, list]
+    answers: dict[str, list]
+
+
+@dataclass
+class Summary:
+    workloads: list[WorkloadSummary]
 
     def table(self) -> str:
-        rows = [("job", "metric", "model", "scoring URL")]
-        for result in self.results:
-            metric = result.primary_metric or HOLDOUT_METRIC
-            value = result.metrics.get(metric)
-            shown = f"{metric}={value:,.6g}" if value is not None else "-"
-            won = result.run_name == self.model.source_run
-            model = f"{self.model.name}:{self.model.version}" if won else "-"
-            urls = ", ".join(e.scoring_uri for e in self.endpoints) if won else "-"
-            rows.append((result.job.key, shown, model, urls))
-        rows += [(key, "not run", "-", reason) for key, reason in self.skipped.items()]
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        rows = [("workload", "job", "held-out metric", "model", "scoring URL")]
+        for done in self.workloads:
+            metric = done.workload.metric
+            for result in done.results:
+                value = result.metrics.get(metric)
+                shown = f"{metric}={value:,.6g}" if value is not None else "-"
+                won = result.run_name == done.model.source_run
+                model = f"{done.model.name}:{done.model.version}" if won else "-"
+                urls = ", ".join(e.scoring_uri for e in done.endpoints) if won else "-"
+                rows.append((done.workload.name, result.job.key, shown, model, urls))
+            rows += [(done.workload.name, key, "not run", "-", reason) for key, reason in done.skipped.items()]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
         return "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
-            for row in rows
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4] for row in rows
         )
 
 
@@ -141,46 +141,62 @@ def stamped(report: Report, prefix: str) -> Report:
     return lambda line: report(f"[{time.monotonic() - start:7.1f}s] {prefix}: {line}")
 
 
-def run_jobs(target: Target, jobs: tuple[Job, ...], report: Report) -> tuple[list[JobResult], dict[str, str]]:
+def in_parallel(tasks: list[Callable[[], object]]) -> list:
+    """Run every task to its end and return their results in order; report all failures together (one
+    rollout, or one workload, failing does not stop the others)."""
+    with ThreadPoolExecutor(max_workers=max(len(tasks), 1)) as pool:
+        futures = [pool.submit(task) for task in tasks]
+    errors = [future.exception() for future in futures if future.exception()]
+    if errors and all(isinstance(error, FlowError) for error in errors):
+        raise FlowError("\n".join(str(error) for error in errors))
+    if errors:
+        raise errors[0]
+    return [future.result() for future in futures]
+
+
+def run_jobs(target: Target, jobs: list[Job], report: Report) -> tuple[list[JobResult], dict[str, str]]:
+    """Every job at once (the target decides how many really run side by side); a failed job fails the
+    step after all have ended, naming each failure and its log."""
     skipped = {job.key: reason for job in jobs if (reason := target.unsupported(job))}
     for key, reason in skipped.items():
         report(f"{key}: not run: {reason}")
     runnable = [job for job in jobs if job.key not in skipped]
-    with ThreadPoolExecutor(max_workers=max(len(runnable), 1)) as pool:
-        futures = [pool.submit(target.run_job, job, stamped(report, job.key)) for job in runnable]
-        results = [future.result() for future in futures]
+    results = in_parallel([lambda job=job: target.run_job(job, stamped(report, job.key)) for job in runnable])
     failed = [result for result in results if not result.succeeded]
     if failed:
         raise FlowError(
-            "\n".join(
-                f"job {r.job.key} ({r.run_name}) {r.status}: {r.error}\n  log: {r.log or 'none'}"
-                for r in failed
-            )
+            "\n".join(f"job {r.job.key} ({r.run_name}) {r.status}: {r.error}\n  log: {r.log or 'none'}" for r in failed)
         )
     return results, skipped
 
 
-def pick_best(results: list[JobResult]) -> JobResult:
-    candidates = [r for r in results if r.job.regression_candidate]
-    if not candidates:
-        raise FlowError("no regression candidate ran, so there is no model to serve")
-    missing = [r.job.key for r in candidates if HOLDOUT_METRIC not in r.metrics]
-    if missing:
-        raise FlowError(f"held-out {HOLDOUT_METRIC} missing from the results of: {', '.join(missing)}")
-    return min(candidates, key=lambda r: r.metrics[HOLDOUT_METRIC])
-
-
-def run(target: Target, payload: dict, report: Report = print, jobs: tuple[Job, ...] = JOBS) -> Summary:
-    report(f"target: {target.name}")
-    target.prepare(stamped(report, "assets"))
-    results, skipped = run_jobs(target, jobs, report)
-    best = pick_best(results)
-    report(f"best model: {best.job.key} ({HOLDOUT_METRIC}={best.metrics[HOLDOUT_METRIC]:,.6g})")
-    model = target.register_model(best)
-    report(f"registered model {model.name}:{model.version}")
-    endpoints = target.deploy(model, stamped(report, "deploy"))
-    predictions = {endpoint.name: target.invoke(endpoint, payload) for endpoint in endpoints}
+def serve(target: Target, workload: Workload, results: list[JobResult], report: Report) -> tuple[RegisteredModel, list[Endpoint], dict[str, list]]:
+    """The workload's best candidate registered, deployed, and called with its sample request."""
+    best = workload.best(results)
+    report(f"{workload.name}: best model from {best.job.key} ({workload.metric}={best.metrics[workload.metric]:,.6g})")
+    model = target.register_model(workload, best)
+    report(f"{workload.name}: registered model {model.name}:{model.version}")
+    endpoints = target.deploy(workload, model, stamped(report, f"{workload.name} deploy"))
+    payload = workload.request()
+    answers = {}
     for endpoint in endpoints:
+        answers[endpoint.name] = target.invoke(endpoint, payload)
+        problem = answer_problem(workload.task, answers[endpoint.name], len(payload["data"]))
+        if problem:
+            raise FlowError(f"{workload.name}: endpoint {endpoint.name} ({endpoint.scoring_uri}): {problem}")
         report(f"{endpoint.name}: {endpoint.scoring_uri} (swagger: {endpoint.swagger_uri})")
-        report(f"{endpoint.name}: predictions {predictions[endpoint.name]}")
-    return Summary(results, skipped, model, endpoints, predictions)
+        report(f"{endpoint.name}: answers {answers[endpoint.name]}")
+    return model, endpoints, answers
+
+
+def run_workload(target: Target, workload: Workload, report: Report) -> WorkloadSummary:
+    results, skipped = run_jobs(target, list(workload.jobs), report)
+    return WorkloadSummary(workload, results, skipped, *serve(target, workload, results, report))
+
+
+def run(target: Target, workloads: list[Workload], report: Report = print) -> Summary:
+    """Every workload at once, each from its jobs to its endpoints: a workload serves as soon as its own
+    candidates end, and one failing does not stop the others."""
+    report(f"target: {target.name}; workloads: {', '.join(workload.name for workload in workloads)}")
+    target.prepare(workloads, stamped(report, "assets"))
+    return Summary(in_parallel([lambda w=w: run_workload(target, w, report) for w in workloads]))

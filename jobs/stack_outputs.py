@@ -2,8 +2,10 @@
 
 Every key in `infra.outputs.REQUIRED` must be there and be a non-empty string. A key in `OPTIONAL` is
 exported only when the stack has what it names: the engine drops a None export, so absence (or a null
-left in an older outputs file) reads as None. Secret outputs are never kept: the stage signs in with a
-token credential (jobs/azure_credentials.py), never with a client secret.
+left in an older outputs file) reads as None. A key in `MAPS` (the workstations: user -> instance name) is a
+JSON object of non-empty strings; absent or null (outputs of a stack from before it) it reads as empty. Secret
+outputs are never kept: the stage signs in with a token credential (jobs/azure/credentials.py), never with a
+client secret.
 """
 
 from __future__ import annotations
@@ -36,6 +38,18 @@ def _problem(key: str, value: object) -> str | None:
     return None
 
 
+def _names(key: str, value: object) -> tuple[Mapping[str, str], str | None]:
+    """A MAPS value, read-only, and what is wrong with it (None when nothing)."""
+    if value is None:
+        return MappingProxyType({}), None
+    if not isinstance(value, dict):
+        return MappingProxyType({}), f"{key}: expected a JSON object of names, got {type(value).__name__}"
+    bad = sorted(str(name) for name, item in value.items() if not isinstance(item, str) or not item.strip())
+    if bad:
+        return MappingProxyType({}), f"{key}: expected a non-empty name for {', '.join(bad)}"
+    return MappingProxyType(dict(value)), None
+
+
 def validate(raw: object, source: str) -> Mapping[str, str | None]:
     """Every required and optional output of `raw` (None for an absent optional one), read-only, or
     OutputsError naming every missing or malformed key."""
@@ -52,9 +66,14 @@ def validate(raw: object, source: str) -> Mapping[str, str | None]:
     for key in keys.OPTIONAL:
         if raw.get(key) is not None and (problem := _problem(key, raw[key])):
             problems.append(problem)
+    maps = {}
+    for key in keys.MAPS:
+        maps[key], problem = _names(key, raw.get(key))
+        if problem:
+            problems.append(problem)
     if problems:
         raise OutputsError(f"{source}: bad stack outputs:\n  " + "\n  ".join(problems))
-    return MappingProxyType({key: raw.get(key) for key in keys.REQUIRED + keys.OPTIONAL})
+    return MappingProxyType({**{key: raw.get(key) for key in keys.REQUIRED + keys.OPTIONAL}, **maps})
 
 
 def from_file(path: str | Path) -> Mapping[str, str | None]:

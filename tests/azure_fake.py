@@ -1,5 +1,5 @@
 """An in-memory Azure ML workspace behind a real `MLClient`: its operations (`workspaces`, `jobs`, `data`,
-`environments`, `models`, `online_endpoints`, `online_deployments`) are replaced by fakes that keep
+`environments`, `models`, `online_endpoints`, `online_deployments`, `compute`) are replaced by fakes that keep
 state like the service does and record every entity sent. Optional latencies per operation make it
 the simulated client of `benchmarks/stage.py`. Failures are raised as the SDKs raise them: the
 HttpResponseError of an ARM client (status and `error.code` parsed from the body) or of
@@ -23,9 +23,9 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.storage.blob import StorageErrorCode
 
 from infra import outputs as keys
-from jobs.azure_credentials import Backoff
-from jobs.azure_target import AUTOML_TEST_RUN_TYPE, RUN_TYPE_PROPERTY
-from jobs.flow import JOBS
+from jobs.azure.credentials import Backoff
+from jobs.azure.target import AUTOML_TEST_RUN_TYPE, RUN_TYPE_PROPERTY
+from jobs.workloads import load_workloads
 
 # the job statuses a run goes through, as Azure ML reports them
 PROGRESS = ("Queued", "Running")
@@ -116,7 +116,8 @@ class Poller:
 
 @dataclass
 class Simulation:
-    """What the fake workspace does: held-out MAE per job key, failures, latencies (seconds)."""
+    """What the fake workspace does: each candidate's held-out metric (MAE of a regressor, AUC of a
+    classifier) by job key, failures, latencies (seconds)."""
 
     mae: dict[str, float] = field(
         default_factory=lambda: {
@@ -125,7 +126,9 @@ class Simulation:
             "housing-automl-regression": 30500.0,
         }
     )
-    auc: float = 0.93
+    auc: dict[str, float] = field(
+        default_factory=lambda: {"bank-marketing-lightgbm": 0.93, "bank-marketing-automl-classification": 0.945}
+    )
     job_seconds: dict[str, float] = field(default_factory=dict)  # per job key; default `job_default`
     job_default: float = 0.05
     latency: dict[str, float] = field(default_factory=dict)  # per operation name, e.g. "jobs.create"
@@ -159,9 +162,28 @@ class Simulation:
             time.sleep(seconds)
 
 
+WORKLOADS = load_workloads()
+JOB_KEYS = sorted((job.key for workload in WORKLOADS for job in workload.jobs), key=len, reverse=True)
+# the workloads whose endpoints answer as classifiers: endpoint names start with the workload's name
+CLASSIFIERS = tuple(workload.name for workload in WORKLOADS if workload.task == "classification")
+
+
 def _key(name: str) -> str:
     """The flow's job key of an Azure job name (`<key>-<digest>[-r<attempt>]`)."""
-    return next(job.key for job in JOBS if name.startswith(f"{job.key}-"))
+    return next(key for key in JOB_KEYS if name.startswith(f"{key}-"))
+
+
+def held_out(sim: Simulation, key: str, automl_names: bool = False) -> dict[str, float]:
+    """The held-out metrics a job logs: as train.py names them, or as AutoML's test run does."""
+    if key in sim.mae:
+        mae = sim.mae[key]
+        if automl_names:
+            return {"mean_absolute_error": mae, "root_mean_squared_error": mae * 1.5}
+        return {"MAE": mae, "RMSE": mae * 1.5}
+    auc = sim.auc[key]
+    if automl_names:
+        return {"AUC_weighted": auc, "accuracy": 0.9, "f1_score_binary": 0.5}
+    return {"AUC_weighted": auc, "accuracy": 0.9, "F1": 0.5}
 
 
 class AssetOperations:
@@ -289,27 +311,27 @@ class JobOperations:
         if entity.type == "sweep":
             best = f"{name}_3"
             run["properties"] = {"best_child_run_id": best}
-            self.tracking.add(best, {"MAE": self.sim.mae[key], "RMSE": self.sim.mae[key] * 1.5}, parent=name)
+            self.tracking.add(best, held_out(self.sim, key), parent=name)
         elif entity.type == "automl":
             best = f"{name}_7"
             self.tracking.add(name, tags={"automl_best_child_run_id": best})
-            if key in self.sim.mae:
-                # validation metrics on the child; the held-out ones on its model test run, once it completes
-                self.tracking.add(best, {"mean_absolute_error": self.sim.mae[key] * 0.9}, parent=name)
-                if self.sim.test_run_status is not None:
-                    test = f"{best}_test"
-                    self.tracking.add(test, parent=best)
-                    self.children[best] = [{
-                        "name": test,
-                        "final": self.sim.test_run_status,
-                        "polls": self.sim.test_run_polls,
-                        "metrics": {"mean_absolute_error": self.sim.mae[key]},
-                        "error": "ModelTestError: predictions failed on the test data",
-                    }]
-            else:
-                self.tracking.add(best, {"AUC_weighted": self.sim.auc}, parent=name)
+            # validation metrics on the child, better than the held-out ones (which a stage must not use);
+            # the held-out ones on its model test run, once that completes
+            validation = {metric: value * 0.9 if "error" in metric else min(value * 1.02, 1.0)
+                          for metric, value in held_out(self.sim, key, automl_names=True).items()}  # fmt: skip
+            self.tracking.add(best, validation, parent=name)
+            if self.sim.test_run_status is not None:
+                test = f"{best}_test"
+                self.tracking.add(test, parent=best)
+                self.children[best] = [{
+                    "name": test,
+                    "final": self.sim.test_run_status,
+                    "polls": self.sim.test_run_polls,
+                    "metrics": held_out(self.sim, key, automl_names=True),
+                    "error": "ModelTestError: predictions failed on the test data",
+                }]  # fmt: skip
         else:
-            self.tracking.add(name, {"MAE": self.sim.mae[key], "RMSE": self.sim.mae[key] * 1.5})
+            self.tracking.add(name, held_out(self.sim, key))
 
     def _run_details(self, name: str):
         run = self.runs.get(name) or next(c for runs in self.children.values() for c in runs if c["name"] == name)
@@ -364,6 +386,8 @@ class EndpointOperations:
         deployment = self.deployments.store.get((endpoint_name, deployment_name))
         if deployment is not None and self.deployments.kind_of(deployment) in self.sim.broken_scoring:
             return json.dumps({"message": "model failed to load"})
+        if endpoint_name.startswith(CLASSIFIERS):
+            return json.dumps([{"label": "no", "probability": 0.1 + i / 100} for i in range(len(rows))])
         return json.dumps([100000.0 + i for i in range(len(rows))])
 
 
@@ -407,6 +431,21 @@ class DeploymentOperations:
         return f"Traceback: {name} failed to load the model"
 
 
+class ComputeOperations:
+    """The workspace's computes by name; `instances` holds the compute instances' states (Running, Stopped...)."""
+
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+        self.instances: dict[str, str] = {}
+
+    def get(self, name: str):
+        self.sim.sleep("compute.get")
+        if name not in self.instances:
+            raise ResourceNotFoundError(f"compute {name} not found")
+        # what azure-ai-ml's ComputeInstance shows of it
+        return SimpleNamespace(name=name, type="computeinstance", state=self.instances[name])
+
+
 class WorkspaceOperations:
     def __init__(self, sim: Simulation):
         self.sim = sim
@@ -430,6 +469,7 @@ class FakeWorkspace:
         self.jobs = JobOperations(self.sim, self.tracking)
         self.online_deployments = DeploymentOperations(self.sim)
         self.online_endpoints = EndpointOperations(self.sim, self.online_deployments)
+        self.compute = ComputeOperations(self.sim)
 
     def client(self, outputs, credential=None) -> MLClient:
         ml_client = MLClient(
@@ -438,6 +478,6 @@ class FakeWorkspace:
             resource_group_name=outputs[keys.RESOURCE_GROUP],
             workspace_name=outputs[keys.WORKSPACE],
         )
-        for name in ("workspaces", "jobs", "data", "environments", "models", "online_endpoints", "online_deployments"):
+        for name in ("workspaces", "jobs", "data", "environments", "models", "online_endpoints", "online_deployments", "compute"):
             setattr(ml_client, f"_{name}", getattr(self, name))
         return ml_client

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from jobs import azure_assets
+from jobs.azure import assets as azure_assets
+from tests.bank_sample import bank_frame
 from tests.housing_sample import housing_frame
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """The suite never downloads a workload's data: a missing file fails as it would with no network."""
+
+    def refuse(url, *args, **kwargs):
+        raise OSError(f"no network in the tests: {url}")
+
+    monkeypatch.setattr("jobs.workloads.urlopen", refuse)
 
 
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """Small generated versions of the catalog's files (the real ones are not needed here)."""
     monkeypatch.setattr(azure_assets, "WORK_DIR", tmp_path / "work")
-    rng = np.random.default_rng(0)
-    rows = 60
-    housing = housing_frame(rows)
-    bank = pd.DataFrame(
-        {"age": rng.integers(18, 90, rows), "job": rng.choice(["admin.", "technician"], rows), "y": ["yes", "no"] * (rows // 2)}
-    )
     folder = tmp_path / "data"
     folder.mkdir()
-    housing.to_csv(folder / "housing.csv", index=False)
-    bank.to_csv(folder / "bank-marketing.csv", index=False, sep=";")
+    housing_frame(60).to_csv(folder / "housing.csv", index=False)
+    bank_frame(60).to_csv(folder / "bank-marketing.csv", index=False, sep=";")
     return folder

@@ -147,6 +147,10 @@ ML = "azure-native:machinelearningservices"
 ROLE = security.ROLE_ASSIGNMENT
 PRIVATE_ENDPOINT = constraints.PRIVATE_ENDPOINT
 OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+# a workstation (ada's) in each stack with a team (tests/stack_harness.py, TEAM_STACKS)
+ADA = "workstation-ada"
+INSTANCE = "properties.properties"
 
 
 def _group(entry: Entry, group: str) -> bool:
@@ -157,7 +161,7 @@ def _group(entry: Entry, group: str) -> bool:
 
 def cases() -> list[Case]:
     prod = run_stack("prod")
-    storage, registry = urn_of(prod, security.STORAGE), urn_of(prod, security.REGISTRY)
+    storage = urn_of(prod, security.STORAGE)
     storage_id, registry_id = prod.one(security.STORAGE).id, prod.one(security.REGISTRY).id
     return [
         Case("storage-tls-and-https-only", "prod", set_input(security.STORAGE, None, "minimumTlsVersion", "TLS1_0"), "TLS1_2"),
@@ -230,4 +234,35 @@ def cases() -> list[Case]:
         Case("highly-available-router-has-three-nodes", "prod", set_input(security.AKS, None, "agentPoolProfiles", [{"name": "system", "minCount": 2, "count": 2}]), "inferenceRouterHA"),
         Case("purge-protection-is-never-false", "dev", set_input(security.KEY_VAULT, None, "properties.enablePurgeProtection", False), "does not accept"),
         Case("extension-enables-a-workload", "dev", set_input(security.EXTENSION, None, "configurationSettings.enableInference", "False"), "neither"),
+        *workstation_cases(),
+    ]
+
+
+def workstation_cases() -> list[Case]:
+    """The rules on workstations and the team's grants, broken on the stacks with a team."""
+    five = [{"triggerType": "Cron", "action": "Stop", "status": "Enabled", "cron": {"expression": f"0 {hour} * * *", "timeZone": "UTC"}}
+            for hour in range(17, 22)]  # fmt: skip
+    return [
+        Case("ssh-closed", "prod+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.sshSettings.sshPublicAccess", "Enabled"), "sshPublicAccess must be Disabled"),
+        Case("ssh-closed", "dev+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.sshSettings.adminPublicKey", "ssh-rsa AAAA"), "adminPublicKey"),
+        Case("workstations-stop-when-idle", "dev+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.idleTimeBeforeShutdown", None), "idleTimeBeforeShutdown must be set"),
+        Case("workstations-are-personal", "prod+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.personalComputeInstanceSettings", None), "assignedUser"),
+        Case("workstations-are-personal", "dev+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.applicationSharingPolicy", "Shared"), "must be Personal"),
+        Case("isolated-data-plane", "prod+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.enableNodePublicIp", True), "Compute 'workstation-ada': enableNodePublicIp"),
+        Case("least-privilege-roles", "prod+team", set_input(ROLE, "team-workspace", "roleDefinitionId", role_id(CONTRIBUTOR)), "Contributor, a privileged role"),
+        Case("least-privilege-roles", "dev+team", set_input(ROLE, "user-ada-blob-data", "roleDefinitionId", role_id(roles.STORAGE_BLOB_DATA_CONTRIBUTOR)), "people hold only the team's roles"),
+        Case("least-privilege-roles", "prod+team", set_input(ROLE, "team-blob-data", "principalType", "ForeignGroup"), "principalType must be"),
+        Case("least-privilege-roles", "dev+team", set_input(ROLE, "user-ada-workspace", "scope", f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/rg-mlp-dev"), "wider than"),
+        Case("one-assignment-per-role-principal-and-scope", "dev+team", repeat(ROLE, "user-ada-workspace", "user-ada-workspace-again"), "repeats RoleAssignment 'user-ada-workspace'"),
+        Case("idle-shutdown-azure-accepts", "dev+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.idleTimeBeforeShutdown", "PT10M"), "allowed: 15 minutes (PT15M) to 3 days"),
+        Case("idle-shutdown-azure-accepts", "prod+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.idleTimeBeforeShutdown", "30 minutes"), "ISO 8601"),
+        Case("schedules-azure-accepts", "dev+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.schedules.computeStartStop", five), "at most 4"),
+        Case("schedules-azure-accepts", "prod+team", set_input(security.COMPUTE, ADA, (*INSTANCE.split("."), "schedules", "computeStartStop"),
+                                                                [{**five[0], "cron": {"expression": "0 19 * *", "timeZone": "UTC"}}]), "it has 4 fields"),
+        Case("schedules-azure-accepts", "dev+team", set_input(security.COMPUTE, ADA, f"{INSTANCE}.schedules.computeStartStop",
+                                                               [{**five[0], "cron": {"expression": "0 19 * * 1-5", "timeZone": "Europe/Berlin"}}]), "not a Windows time zone"),
+        Case("idle-shutdown-without-a-managed-identity", "dev+team", set_input(security.COMPUTE, ADA, "identity", {"type": "SystemAssigned"}), "Contributor"),
+        Case("compute-instance-name-azure-accepts", "prod+team", set_input(security.COMPUTE, ADA, "computeName", "ada-2024"), "every hyphen followed later by a letter"),
+        Case("compute-instances-need-storage-key-access", "dev+team", set_input(security.STORAGE, None, "allowSharedKeyAccess", False), "allowSharedKeyAccess is false"),
+        Case("compute-in-a-vnet-reaches-the-workspace-privately", "prod+team", drop(lambda e: _group(e, "amlworkspace")), "Compute 'workstation-ada': in a subnet"),
     ]

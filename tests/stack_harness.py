@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from infra import rules, stacks  # noqa: E402  (needs ROOT on sys.path)
+from infra import rules, settings, stacks  # noqa: E402  (needs ROOT on sys.path)
+from infra.naming import COMPUTE_INSTANCE  # noqa: E402
 from infra.settings import PROJECT, SECRET_KEYS  # noqa: E402
 
 SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000001"
@@ -126,6 +127,10 @@ class RoleAssignmentExists(Exception):
     """What ARM answers a second assignment of one role to one principal at one scope (HTTP 409)."""
 
 
+class ArmRefused(Exception):
+    """What ARM answers a request it refuses (HTTP 400 or 409), with its error code first."""
+
+
 class PlatformMocks(pulumi.runtime.Mocks):
     """Answers as ARM and Entra ID do: the ARM name from the name input, ARM IDs, a distinct principal per
     identity, the computed fields the program reads, and a 409 for a role assignment that exists. A resource
@@ -133,6 +138,8 @@ class PlatformMocks(pulumi.runtime.Mocks):
 
     def __init__(self):
         self.role_assignments: dict[tuple[str, str, str], str] = {}
+        # (region, lower-case name) -> logical name: a compute instance's name is unique in its region
+        self.compute_instances: dict[tuple[str, str], str] = {}
         self.invokes: list[str] = []  # every invoke token the program called, in order
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
@@ -142,6 +149,8 @@ class PlatformMocks(pulumi.runtime.Mocks):
             name = inputs[name_key]
             group = inputs.get("resourceGroupName", name)
             arm_id = _group_id(group) + path(inputs, name)
+            if token == "azure-native:machinelearningservices:Compute" and inputs["properties"]["computeType"] == "ComputeInstance":
+                self._check_compute_instance(args.name, name, inputs)
             return arm_id, {**inputs, "name": name, **self._computed(token, name, arm_id, inputs)}
         if token == "azure-native:authorization:RoleAssignment":
             key = (inputs["scope"].lower(), inputs["principalId"], inputs["roleDefinitionId"].lower())
@@ -177,6 +186,16 @@ class PlatformMocks(pulumi.runtime.Mocks):
             return f"{args.name}-id", inputs  # providers and the platform's own components
         raise NotImplementedError(f"PlatformMocks has no ARM-like answer for {token} ({args.name}): add one")
 
+    def _check_compute_instance(self, logical: str, name: str, inputs: dict) -> None:
+        """A compute instance's name follows Azure's rule and is unique in the region ("Name needs to be unique
+        across all existing computes within an Azure region"); ARM refuses it otherwise."""
+        if COMPUTE_INSTANCE.check(name) is not None:
+            raise ArmRefused(f"ValidationError: {logical}: compute instance name {name!r} is invalid ({COMPUTE_INSTANCE.allowed})")
+        key = (inputs["location"], name.lower())
+        if key in self.compute_instances:
+            raise ArmRefused(f"Conflict: {logical}: compute instance name {name!r} is taken in {key[0]} (by {self.compute_instances[key]})")
+        self.compute_instances[key] = logical
+
     @staticmethod
     def _computed(token: str, name: str, arm_id: str, inputs: dict) -> dict:
         """The read-only properties Azure fills in that the program (or its exports) reads."""
@@ -191,7 +210,13 @@ class PlatformMocks(pulumi.runtime.Mocks):
         if token == "azure-native:applicationinsights:Component":
             return {"instrumentationKey": _uuid(arm_id), "connectionString": f"InstrumentationKey={_uuid(arm_id)}"}
         if token in ("azure-native:machinelearningservices:Workspace", "azure-native:machinelearningservices:Compute"):
-            return {"identity": {**inputs["identity"], **_identity(arm_id)}} if "identity" in inputs else {}
+            computed = {"identity": {**inputs["identity"], **_identity(arm_id)}} if "identity" in inputs else {}
+            if token.endswith(":Compute") and inputs["properties"]["computeType"] == "ComputeInstance":
+                # a new instance starts: "Running" (GET .../computes/{name}: properties.properties.state)
+                instance = inputs["properties"]
+                computed["properties"] = {**instance, "provisioningState": "Succeeded",
+                                          "properties": {**instance.get("properties", {}), "state": "Running"}}  # fmt: skip
+            return computed
         if token == "azure-native:managedidentity:UserAssignedIdentity":
             return _identity(arm_id, client=True)
         if token == "azure-native:network:VirtualNetwork":
@@ -338,6 +363,21 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return tuple(found)
 
 
+def problems_for(config: Mapping[str, str], stack: str = "dev") -> list[str]:
+    """The settings problems a stack config is refused with (it must be refused)."""
+    import pytest
+
+    with pytest.raises(settings.SettingsError) as raised:
+        settings.parse(config, stack)
+    return raised.value.problems
+
+
+def only_problem(config: Mapping[str, str], stack: str = "dev") -> str:
+    problems = problems_for(config, stack)
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
 def stack_config(stack_name: str) -> dict[str, str]:
     """The stack file's config as the Pulumi engine hands it to the program: every value a string."""
     raw = stacks.stack_config(stack_name, ROOT)
@@ -387,9 +427,35 @@ def stack_output_json(run: StackRun, show_secrets: bool = False) -> str:
     return json.dumps(shown, indent=2)
 
 
+# The stack files list no data scientist (object IDs are a tenant's own). "<stack>+team" is the stack with a team:
+# TEAM_USERS, granted directly in dev and through TEAM_GROUP in prod, so that each way of granting is registered
+TEAM_USERS = (
+    ("ada", "00000000-0000-4000-8000-00000000a001"),
+    ("grace.hopper", "00000000-0000-4000-8000-00000000a002"),
+    ("Alan_Turing", "00000000-0000-4000-8000-00000000a003"),
+)
+TEAM_GROUP = "00000000-0000-4000-8000-00000000a0a0"
+TEAM_STACKS = {"dev+team": ("dev", None), "prod+team": ("prod", TEAM_GROUP)}
+
+
+def team_users(count: int) -> tuple[tuple[str, str], ...]:
+    """`count` made-up data scientists (name, object ID)."""
+    return tuple((f"scientist{i:03d}", f"00000000-0000-4000-8000-{0xb000 + i:012x}") for i in range(count))
+
+
+def with_team(config: Mapping[str, str], users=TEAM_USERS, group: str | None = None) -> dict[str, str]:
+    """`config` with these data scientists listed under workstations.users, and their group when given."""
+    listed = [{"name": name, "objectId": object_id} for name, object_id in users]
+    changed = with_setting(config, f"{PROJECT}:workstations.users", listed)
+    return with_setting(changed, f"{PROJECT}:dataScientistsGroup", group) if group else changed
+
+
 @functools.lru_cache(maxsize=None)
 def run_stack(stack_name: str) -> StackRun:
-    """The stack file's program evaluation, once per stack per process."""
+    """The stack file's program evaluation (or a TEAM_STACKS variant's), once per stack per process."""
+    if stack_name in TEAM_STACKS:
+        base, group = TEAM_STACKS[stack_name]
+        return evaluate(base, with_team(stack_config(base), group=group))
     return evaluate(stack_name, stack_config(stack_name))
 
 

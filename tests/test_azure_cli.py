@@ -9,11 +9,13 @@ import pytest
 import yaml
 
 from infra import outputs as keys
-from jobs import azure_commands, cli
-from jobs.azure_target import AzureTarget
+from jobs import cli
+from jobs.azure import commands as azure_commands, entities
+from jobs.azure.target import AzureTarget
+from jobs.flow import JobResult
 from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
 from tests.stack_harness import run_stack, stack_output_json
-from tests.test_azure_stage import OUTPUTS
+from tests.test_azure_stage import BANK, HOUSING, OUTPUTS, endpoint
 
 
 def use(workspace: FakeWorkspace, monkeypatch) -> FakeWorkspace:
@@ -55,17 +57,31 @@ def test_dry_run_on_the_stack_outputs(stack, gpu, egress, tmp_path, capsys):
         note = f"no {keys.GPU_CLUSTER} output (GPU cluster off in this stack): housing-mlp-sweep runs on the CPU cluster"
         assert any(title.startswith(f"# job housing-mlp-sweep ({note}") for title in documents)
     assert sweep["trial"]["environment"].startswith("azureml:tabular-training-gpu:")
-    managed_deployment = next(doc for title, doc in documents.items() if title.startswith("# managed deployment"))
-    assert managed_deployment.get("egress_public_network_access") == egress
-    managed = by_name["# managed online endpoint"]
-    assert managed["name"] == outputs[keys.MANAGED_ENDPOINT] and managed["auth_mode"] == "key"
-    kubernetes = by_name["# kubernetes online endpoint"]
+    for workload in (HOUSING, BANK):
+        managed_deployment = next(doc for t, doc in documents.items() if t.startswith(f"# {workload.name}: managed deployment"))
+        assert managed_deployment.get("egress_public_network_access") == egress
+        assert managed_deployment["model"] == f"azureml:{workload.model}:N"
+        managed = by_name[f"# {workload.name}: managed online endpoint"]
+        assert managed["name"] == endpoint(workload, "managed", outputs) and managed["auth_mode"] == "key"
+        assert any(title.startswith(f"# model {workload.model}: ") for title in documents)
+    for key in ("bank-marketing-lightgbm", "bank-marketing-automl-classification"):
+        assert by_name[f"# job {key}"]["compute"] == f"azureml:{outputs[keys.CPU_CLUSTER]}"
+    kubernetes = by_name["# housing: kubernetes online endpoint"]
     assert kubernetes["compute"] == f"azureml:{outputs[keys.KUBERNETES_COMPUTE]}"
-    deployment = next(doc for title, doc in documents.items() if title.startswith("# kubernetes deployment"))
+    assert "# bank-marketing: kubernetes online endpoint" not in by_name  # bank marketing serves managed only
+    deployment = next(doc for title, doc in documents.items() if title.startswith("# housing: kubernetes deployment"))
     assert deployment["instance_type"] == outputs[keys.KUBERNETES_INSTANCE_TYPE]
-    assert deployment["endpoint_name"] == outputs[keys.KUBERNETES_ENDPOINT]
+    assert deployment["endpoint_name"] == endpoint(HOUSING, "kubernetes", outputs)
     assert deployment["environment"].startswith("azureml:tabular-inference:")
     assert "a-secret-that-must-not-show" not in printed
+
+
+def test_the_dry_run_of_one_workload(tmp_path, capsys):
+    code = cli.main(["run", "--outputs", write_outputs(tmp_path, OUTPUTS), "--dry-run", "--workload", "bank-marketing"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "# job bank-marketing-lightgbm" in printed and "# data asset bank-marketing-mltable" in printed
+    assert "# job housing-lightgbm" not in printed and "# data asset housing" not in printed
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
@@ -109,7 +125,7 @@ def test_authentication_failure_exits_non_zero(tmp_path, capsys, monkeypatch):
     "simulation, message",
     [
         (Simulation(failing_jobs=("housing-automl-regression",)), "job housing-automl-regression (housing-automl-regression-"),
-        (Simulation(failing_deployments=("managed",)), f"on endpoint {OUTPUTS[keys.MANAGED_ENDPOINT]} failed"),
+        (Simulation(failing_deployments=("managed",)), f"on endpoint {endpoint(BANK, 'managed')} failed"),
         (Simulation(broken_scoring=("kubernetes",)), "smoke test of deployment v1-"),
     ],
     ids=["failed job", "failed deployment", "failed smoke test"],
@@ -130,21 +146,22 @@ def test_steps_on_their_own(data_dir, tmp_path, capsys, monkeypatch):
     assert not workspace.online_endpoints.sent
 
     lightgbm = workspace.jobs.submitted[0]
-    model = azure_commands.azure_entities.model_entity(
-        azure_commands.JobResult(azure_commands.JOBS[0], lightgbm.name, "Completed", {"MAE": 27000.0},
-                                 model_uri=f"azureml://jobs/{lightgbm.name}/outputs/results/paths/model/"),
+    model = entities.model_entity(
+        HOUSING,
+        JobResult(HOUSING.jobs[0], lightgbm.name, "Completed", {"MAE": 27000.0},
+                  model_uri=f"azureml://jobs/{lightgbm.name}/outputs/results/paths/model/"),
         "1",
-    )
+    )  # fmt: skip
     workspace.models.create_or_update(model)
-    assert cli.main(["deploy", *common]) == 0
+    assert cli.main(["deploy", "--workload", "housing", *common]) == 0
     assert {d.model for d in workspace.online_deployments.sent} == {"azureml:housing-regressor:1"}
 
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"data": [{"longitude": -122.2}]}))
-    assert cli.main(["invoke", "--file", str(request), *common]) == 0
+    assert cli.main(["invoke", "--workload", "housing", "--file", str(request), *common]) == 0
     assert cli.main(["status", *common]) == 0
     printed = capsys.readouterr().out
-    assert f"{OUTPUTS[keys.MANAGED_ENDPOINT]}: predictions [100000.0]" in printed
+    assert f"{endpoint(HOUSING, 'managed')}: answers [100000.0]" in printed
     assert f"job housing-lightgbm: {lightgbm.name} Completed" in printed
     assert "job housing-mlp-sweep: housing-mlp-sweep-" in printed and "not submitted yet" in printed
     assert "traffic {'v1-" in printed
@@ -154,9 +171,11 @@ def test_steps_name_what_is_missing(data_dir, tmp_path, capsys, monkeypatch):
     use(FakeWorkspace(), monkeypatch)
     common = ["--outputs", write_outputs(tmp_path, OUTPUTS), "--data-dir", str(data_dir)]
     assert cli.main(["deploy", *common]) == 1
+    assert "`deploy` needs one workload: --workload bank-marketing|housing" in capsys.readouterr().err
+    assert cli.main(["deploy", "--workload", "housing", *common]) == 1
     assert "model housing-regressor:latest is not registered" in capsys.readouterr().err
-    assert cli.main(["invoke", *common]) == 1
-    assert f"managed endpoint {OUTPUTS[keys.MANAGED_ENDPOINT]} does not exist yet" in capsys.readouterr().err
+    assert cli.main(["invoke", "--workload", "bank-marketing", *common]) == 1
+    assert f"bank-marketing: managed endpoint {endpoint(BANK, 'managed')} does not exist yet" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -167,11 +186,53 @@ def test_steps_name_what_is_missing(data_dir, tmp_path, capsys, monkeypatch):
 def test_optional_outputs_read_as_none_when_absent_or_null(tmp_path, gpu, expected):
     outputs = dict(OUTPUTS) if gpu == "absent" else {**OUTPUTS, keys.GPU_CLUSTER: gpu}
     read = azure_commands.load_outputs(None, write_outputs(tmp_path, outputs))
-    assert set(read) == set(keys.REQUIRED + keys.OPTIONAL)
+    assert set(read) == set(keys.REQUIRED + keys.OPTIONAL + keys.MAPS)
     assert read[keys.GPU_CLUSTER] == expected
+    assert read[keys.WORKSTATIONS] == {}  # outputs of a stack from before workstations
 
 
 def test_a_malformed_optional_output_is_named(tmp_path, capsys):
     code = cli.main(["run", "--outputs", write_outputs(tmp_path, {**OUTPUTS, keys.GPU_CLUSTER: 7}), "--dry-run"])
     assert code == 1
     assert f"{keys.GPU_CLUSTER}: expected a non-empty string, got int" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "workstations, message",
+    [(["ada-ci1"], "expected a JSON object of names, got list"), ({"ada": "", "bob": 3}, "expected a non-empty name for ada, bob")],
+)
+def test_a_malformed_workstation_map_is_named(workstations, message, tmp_path, capsys):
+    code = cli.main(["run", "--outputs", write_outputs(tmp_path, {**OUTPUTS, keys.WORKSTATIONS: workstations}), "--dry-run"])
+    assert code == 1
+    assert f"{keys.WORKSTATIONS}: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stack", ["dev", "dev+team"])
+def test_the_stage_reads_the_workstations_as_the_stack_exports_them(stack, tmp_path):
+    """dev exports an empty object (no one listed); with a team, user -> instance name."""
+    exported = json.loads(stack_output_json(run_stack(stack), show_secrets=True))
+    read = azure_commands.load_outputs(None, write_outputs(tmp_path, exported))
+    assert read[keys.WORKSTATIONS] == exported[keys.WORKSTATIONS]
+    assert bool(read[keys.WORKSTATIONS]) is (stack == "dev+team")
+
+
+def test_status_lists_each_workstation_with_its_state(data_dir, tmp_path, capsys, monkeypatch):
+    workspace = use(FakeWorkspace(), monkeypatch)
+    workspace.compute.instances = {"ada-ci1a2b3": "Running", "grace-hopper-ci1a2b3": "Stopped"}
+    names = {"ada": "ada-ci1a2b3", "grace.hopper": "grace-hopper-ci1a2b3", "alan": "alan-ci1a2b3"}
+    outputs = write_outputs(tmp_path, {**OUTPUTS, keys.WORKSTATIONS: names})
+    assert cli.main(["status", "--outputs", outputs, "--data-dir", str(data_dir)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line for line in printed if line.startswith("workstation")] == [
+        "workstation ada-ci1a2b3 (ada): Running",
+        "workstation alan-ci1a2b3 (alan): not created yet",
+        "workstation grace-hopper-ci1a2b3 (grace.hopper): Stopped",
+    ]
+    assert workspace.sim.calls["compute.get"] == 3
+
+
+def test_status_says_when_a_stack_has_no_workstations(data_dir, tmp_path, capsys, monkeypatch):
+    use(FakeWorkspace(), monkeypatch)
+    outputs = write_outputs(tmp_path, {**OUTPUTS, keys.WORKSTATIONS: {}})
+    assert cli.main(["status", "--outputs", outputs, "--data-dir", str(data_dir)]) == 0
+    assert "workstations: none in this stack" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Who the Azure stage signs in as (jobs/azure_credentials.py), offline: a local HTTP server stands in for
+"""Who the Azure stage signs in as (jobs/azure/credentials.py), offline: a local HTTP server stands in for
 GitHub's OIDC token endpoint, Entra ID's token call is faked, and the workspace is the in-memory fake.
 Retries run on a fake clock: nothing sleeps."""
 
@@ -13,9 +13,9 @@ from azure.core.credentials import AccessTokenInfo
 from azure.identity import ClientAssertionCredential
 
 from infra import outputs as keys
-from jobs import azure_credentials
-from jobs.azure_credentials import SignIn, sign_in
-from jobs.azure_target import connect
+from jobs.azure import credentials as azure_credentials
+from jobs.azure.credentials import SignIn, sign_in
+from jobs.azure.target import connect
 from jobs.flow import FlowError
 from tests.azure_fake import FakeClock, FakeCredential, FakeWorkspace, Simulation, arm_error, entra_error
 from tests.local_server import LocalServer
@@ -131,7 +131,7 @@ def test_a_bad_credential_choice_names_the_variable(environ, message):
 
 def connect_on(workspace: FakeWorkspace, credential: FakeCredential, clock: FakeClock, monkeypatch, budget=15 * 60):
     """connect() on the fake workspace with `credential`; returns its report lines and credentials made."""
-    monkeypatch.setattr("jobs.azure_target.MLClient", lambda credential, **ids: workspace.client(OUTPUTS, credential))
+    monkeypatch.setattr("jobs.azure.target.MLClient", lambda credential, **ids: workspace.client(OUTPUTS, credential))
     made = []
 
     def new_credential():

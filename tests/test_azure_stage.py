@@ -8,9 +8,11 @@ import socket
 import pytest
 
 from infra import outputs as keys
-from jobs import azure_assets, azure_entities, flow
-from jobs.azure_rollout import RolloutOptions
-from jobs.azure_target import AzureTarget, connect
+from jobs import flow
+from jobs.azure import assets as azure_assets, entities as azure_entities
+from jobs.azure.rollout import RolloutOptions
+from jobs.azure.target import AzureTarget, connect
+from jobs.workloads import load_workloads
 from tests.azure_fake import FakeClock, FakeCredential, FakeWorkspace, Simulation
 
 # as `pulumi stack output --json` prints a public stack without a GPU cluster: no gpu_cluster_name at all
@@ -28,9 +30,18 @@ OUTPUTS = {
     keys.NETWORK_ISOLATION: "public",
     keys.REGISTRY_LOGIN_SERVER: "crtest.azurecr.io",
     keys.AUTOMATION_CLIENT_ID: "00000000-0000-4000-8000-000000000005",
-    keys.MANAGED_ENDPOINT: "managed-from-outputs",
-    keys.KUBERNETES_ENDPOINT: "k8s-endpoint-from-outputs",
 }
+WORKLOADS = {workload.name: workload for workload in load_workloads()}
+HOUSING, BANK = WORKLOADS["housing"], WORKLOADS["bank-marketing"]
+JOBS = [job for workload in WORKLOADS.values() for job in workload.jobs]
+
+
+def endpoint(workload, kind: str, outputs=OUTPUTS) -> str:
+    return azure_entities.endpoint_name(workload, kind, outputs)
+
+
+def done(summary: flow.Summary, workload) -> flow.WorkloadSummary:
+    return next(item for item in summary.workloads if item.workload.name == workload.name)
 
 
 def stage(data_dir, sim: Simulation | None = None, outputs=OUTPUTS, workspace: FakeWorkspace | None = None, **options):
@@ -41,7 +52,7 @@ def stage(data_dir, sim: Simulation | None = None, outputs=OUTPUTS, workspace: F
 
 def run(target) -> tuple[flow.Summary, list[str]]:
     lines: list[str] = []
-    summary = flow.run(target, flow.load_request(), lines.append)
+    summary = flow.run(target, list(WORKLOADS.values()), lines.append)
     return summary, lines
 
 
@@ -50,8 +61,8 @@ def traffic_steps(workspace: FakeWorkspace, endpoint: str) -> list[dict]:
 
 
 def test_run_sends_the_entities_built_from_the_outputs(data_dir):
-    # jobs stay Running until all four are submitted: a one-at-a-time submitter fails this test
-    workspace, target = stage(data_dir, Simulation(wait_for_submissions=len(flow.JOBS)))
+    # jobs stay Running until every workload's jobs are submitted: a one-at-a-time submitter fails this test
+    workspace, target = stage(data_dir, Simulation(wait_for_submissions=len(JOBS)))
     summary, lines = run(target)
 
     data = {entity.name: entity for entity in workspace.data.created}
@@ -64,7 +75,8 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     }
 
     jobs = {job.tags["job"]: job for job in workspace.jobs.submitted}
-    assert set(jobs) == {job.key for job in flow.JOBS}
+    assert set(jobs) == {job.key for job in JOBS}
+    assert {job.tags["workload"] for job in jobs.values()} == set(WORKLOADS)
     assert {job.compute for job in jobs.values()} == {OUTPUTS[keys.CPU_CLUSTER]}  # no GPU cluster output
     assert any("no gpu_cluster_name output (GPU cluster off in this stack): housing-mlp-sweep runs on the CPU "
                "cluster cpu-from-outputs" in line for line in lines)
@@ -75,14 +87,22 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     assert automl.test_data.path == f"azureml:housing-test-mltable:{version['housing-test-mltable']}"
     assert jobs["housing-lightgbm"].environment.startswith("azureml:tabular-training-cpu:")
 
-    (model,) = workspace.models.created
+    models = {model.name: model for model in workspace.models.created}
+    assert set(models) == {"housing-regressor", "bank-marketing-classifier"}
+    model = models["housing-regressor"]
     winner = jobs["housing-lightgbm"].name  # the lowest held-out MAE in the simulation
     assert model.type == "mlflow_model"
     assert model.path == f"azureml://jobs/{winner}/outputs/results/paths/model/"
     assert model.tags["source_job"] == winner and model.tags["metric"] == "MAE" and model.tags["git_commit"]
+    # bank marketing: AutoML's held-out AUC (0.945) beats LightGBM's (0.93); its model comes from the best child
+    classifier = models["bank-marketing-classifier"]
+    automl = jobs["bank-marketing-automl-classification"].name
+    assert classifier.tags["metric"] == "AUC_weighted" and classifier.tags["AUC_weighted"] == "0.945"
+    assert classifier.path == f"azureml://jobs/{automl}_7/outputs/artifacts/paths/outputs/mlflow-model/"
 
     endpoints = {e.name: e for e in workspace.online_endpoints.sent}
-    managed, kubernetes = endpoints[OUTPUTS[keys.MANAGED_ENDPOINT]], endpoints[OUTPUTS[keys.KUBERNETES_ENDPOINT]]
+    assert set(endpoints) == {endpoint(HOUSING, "managed"), endpoint(HOUSING, "kubernetes"), endpoint(BANK, "managed")}
+    managed, kubernetes = endpoints[endpoint(HOUSING, "managed")], endpoints[endpoint(HOUSING, "kubernetes")]
     assert managed.auth_mode == kubernetes.auth_mode == "key"
     assert kubernetes.compute == OUTPUTS[keys.KUBERNETES_COMPUTE]
     deployments = {d.endpoint_name: d for d in workspace.online_deployments.sent}
@@ -93,12 +113,18 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     assert k8s_deployment.instance_type == OUTPUTS[keys.KUBERNETES_INSTANCE_TYPE]
     assert k8s_deployment.resources.requests.cpu and k8s_deployment.resources.limits.memory
 
-    for endpoint, deployment in ((managed.name, deployments[managed.name].name), (kubernetes.name, k8s_deployment.name)):
-        assert traffic_steps(workspace, endpoint) == [{}, {deployment: 0}, {deployment: 100}]
-        events = [e for e in workspace.online_endpoints.events if e[1] == endpoint]
-        smoke = events.index(("invoke", endpoint, deployment))
-        assert events.index(("traffic", endpoint, {deployment: 100})) > smoke  # smoke test before traffic
-        assert summary.predictions[endpoint] == [100000.0, 100001.0]
+    bank = endpoints[endpoint(BANK, "managed")]
+    assert deployments[bank.name].model == f"azureml:{classifier.name}:{classifier.version}"
+    assert bank.auth_mode == "key" and deployments[bank.name].app_insights_enabled is True
+
+    for name, deployment in ((managed.name, deployments[managed.name].name), (kubernetes.name, k8s_deployment.name),
+                             (bank.name, deployments[bank.name].name)):  # fmt: skip
+        assert traffic_steps(workspace, name) == [{}, {deployment: 0}, {deployment: 100}]
+        events = [e for e in workspace.online_endpoints.events if e[1] == name]
+        smoke = events.index(("invoke", name, deployment))
+        assert events.index(("traffic", name, {deployment: 100})) > smoke  # smoke test before traffic
+    assert done(summary, HOUSING).answers[managed.name] == [100000.0, 100001.0]
+    assert done(summary, BANK).answers[bank.name] == [{"label": "no", "probability": 0.1}, {"label": "no", "probability": 0.11}]
     output = "\n".join(lines)
     assert "swagger.json" in output and "/score" in output
     assert "fake-token" not in output
@@ -121,9 +147,9 @@ def test_rerun_with_nothing_changed_creates_nothing(data_dir):
     _, again = stage(data_dir, workspace=workspace)
     summary, lines = run(again)
     assert sent() == first
-    assert sum("nothing to do" in line for line in lines) == 2
-    assert sum("reusing" in line for line in lines) == len(flow.JOBS)
-    assert summary.model.version == "1"
+    assert sum("nothing to do" in line for line in lines) == 3  # each workload's endpoints
+    assert sum("reusing" in line for line in lines) == len(JOBS)
+    assert {done(summary, w).model.version for w in WORKLOADS.values()} == {"1"}
 
 
 @pytest.mark.parametrize(
@@ -142,11 +168,26 @@ def test_best_model_is_the_lowest_held_out_mae(data_dir, mae, winner, path):
     workspace, target = stage(data_dir, Simulation(mae=mae))
     summary, _ = run(target)
     run_name = next(j.name for j in workspace.jobs.submitted if j.tags["job"] == winner)
-    (model,) = workspace.models.created
-    assert summary.model.source_run == run_name and model.tags["MAE"] == f"{mae[winner]:.6g}"
+    (model,) = [m for m in workspace.models.created if m.name == HOUSING.model]
+    assert done(summary, HOUSING).model.source_run == run_name and model.tags["MAE"] == f"{mae[winner]:.6g}"
     assert model.path == path.format(run=run_name)
-    classification = next(r for r in summary.results if r.job.key == "bank-marketing-automl-classification")
-    assert classification.primary_metric == "AUC_weighted" and flow.HOLDOUT_METRIC not in classification.metrics
+
+
+@pytest.mark.parametrize(
+    "auc, winner",
+    [
+        # AutoML's validation AUC (higher in the simulation) would win; its held-out one does not
+        ({"bank-marketing-lightgbm": 0.95, "bank-marketing-automl-classification": 0.94}, "bank-marketing-lightgbm"),
+        ({"bank-marketing-lightgbm": 0.93, "bank-marketing-automl-classification": 0.94}, "bank-marketing-automl-classification"),
+    ],
+)
+def test_best_classifier_is_the_highest_held_out_auc(data_dir, auc, winner):
+    workspace, target = stage(data_dir, Simulation(auc=auc))
+    summary, _ = run(target)
+    bank = done(summary, BANK)
+    assert bank.model.name == "bank-marketing-classifier" and bank.model.metric == "AUC_weighted"
+    assert next(r for r in bank.results if r.run_name == bank.model.source_run).job.key == winner
+    assert bank.model.value == auc[winner]
 
 
 def test_failed_job_is_reported_with_its_error_and_log(data_dir):
@@ -157,22 +198,23 @@ def test_failed_job_is_reported_with_its_error_and_log(data_dir):
     message = str(failure.value)
     assert f"job housing-mlp-sweep ({name}) Failed: UserError: train.py exited with code 1" in message
     assert f"az ml job download --name {name}" in message
-    assert len(workspace.jobs.submitted) == len(flow.JOBS)  # the others ran to the end too
-    assert not workspace.models.created and not workspace.online_endpoints.sent
+    assert len(workspace.jobs.submitted) == len(JOBS)  # the others ran to the end too
+    # housing serves nothing; bank marketing, whose candidates all succeeded, is served all the same
+    assert [model.name for model in workspace.models.created] == [BANK.model]
+    assert {e.name for e in workspace.online_endpoints.sent} == {endpoint(BANK, kind) for kind in BANK.online}
 
     # once fixed (here: the failure was transient), a re-run submits only the failed job, as a new attempt
     workspace.sim.failing_jobs = ()
     _, again = stage(data_dir, workspace=workspace)
     run(again)
-    assert [job.name for job in workspace.jobs.submitted[len(flow.JOBS):]] == [f"{name}-r2"]
+    assert [job.name for job in workspace.jobs.submitted[len(JOBS):]] == [f"{name}-r2"]
 
 
 @pytest.mark.parametrize(
     "failing, other, simulation, rollout, says",
     [
-        (keys.KUBERNETES_ENDPOINT, keys.MANAGED_ENDPOINT, Simulation(failing_deployments=("kubernetes",)),
-         RolloutOptions(), "failed: "),
-        (keys.MANAGED_ENDPOINT, keys.KUBERNETES_ENDPOINT, Simulation(stuck_deployments=("managed",)),
+        ("kubernetes", "managed", Simulation(failing_deployments=("kubernetes",)), RolloutOptions(), "failed: "),
+        ("managed", "kubernetes", Simulation(stuck_deployments=("managed",)),
          RolloutOptions(deployment_timeout_s=0.05), "failed: its provisioning did not finish within 0.05 s"),
     ],
     ids=["fails to provision", "never finishes provisioning"],
@@ -183,21 +225,21 @@ def test_a_failed_deployment_leaves_traffic_names_itself_and_the_other_rollout_g
     workspace, target = stage(data_dir, simulation, rollout=rollout)
     with pytest.raises(flow.FlowError) as failure:
         run(target)
-    endpoint = OUTPUTS[failing]
-    (deployment,) = [d for d in workspace.online_deployments.sent if d.endpoint_name == endpoint]
+    broken, fine = endpoint(HOUSING, failing), endpoint(HOUSING, other)
+    (deployment,) = [d for d in workspace.online_deployments.sent if d.endpoint_name == broken]
     message = str(failure.value)
-    assert f"deployment {deployment.name} on endpoint {endpoint} {says}" in message
+    assert f"deployment {deployment.name} on endpoint {broken} {says}" in message
     assert "traffic left at none" in message and "failed to load the model" in message  # and the last log lines
-    assert traffic_steps(workspace, endpoint) == [{}]  # created, never routed
-    (served,) = [d for d in workspace.online_deployments.sent if d.endpoint_name == OUTPUTS[other]]
-    assert traffic_steps(workspace, OUTPUTS[other])[-1] == {served.name: 100}
+    assert traffic_steps(workspace, broken) == [{}]  # created, never routed
+    (served,) = [d for d in workspace.online_deployments.sent if d.endpoint_name == fine]
+    assert traffic_steps(workspace, fine)[-1] == {served.name: 100}
 
 
 def test_failed_smoke_test_keeps_the_old_deployment_serving(data_dir):
     workspace, target = stage(data_dir)
     run(target)
-    endpoint = OUTPUTS[keys.MANAGED_ENDPOINT]
-    (old,) = workspace.online_endpoints.store[endpoint].traffic
+    managed = endpoint(HOUSING, "managed")
+    (old,) = workspace.online_endpoints.store[managed].traffic
     # a better model arrives, and its deployment answers garbage
     workspace.sim.mae = {**workspace.sim.mae, "housing-lightgbm": 20000.0}
     workspace.sim.broken_scoring = ("managed",)
@@ -207,12 +249,12 @@ def test_failed_smoke_test_keeps_the_old_deployment_serving(data_dir):
     with pytest.raises(flow.FlowError) as failure:
         run(again)
     message = str(failure.value)
-    new = [d for d in workspace.online_deployments.sent if d.endpoint_name == endpoint][-1].name
+    new = [d for d in workspace.online_deployments.sent if d.endpoint_name == managed][-1].name
     assert new != old
-    assert f"smoke test of deployment {new} on endpoint {endpoint} failed" in message
+    assert f"smoke test of deployment {new} on endpoint {managed} failed" in message
     assert f"traffic left at {{'{old}': 100}}" in message
-    assert workspace.online_endpoints.store[endpoint].traffic == {old: 100, new: 0}
-    assert (endpoint, old) not in workspace.online_deployments.deleted
+    assert workspace.online_endpoints.store[managed].traffic == {old: 100, new: 0}
+    assert (managed, old) not in workspace.online_deployments.deleted
 
 
 def test_authentication_failure_is_one_clear_message(monkeypatch):
@@ -233,7 +275,7 @@ def test_authentication_failure_is_one_clear_message(monkeypatch):
 def test_mlflow_reads_the_workspace_tracking_server_with_the_stage_token(monkeypatch):
     from types import SimpleNamespace
 
-    from jobs.azure_target import WorkspaceMlflow
+    from jobs.azure.target import WorkspaceMlflow
 
     opened = {}
 
@@ -255,15 +297,15 @@ def test_mlflow_reads_the_workspace_tracking_server_with_the_stage_token(monkeyp
     assert opened["uri"] == f"https://{uri}"
 
 
-AUTOML = next(job for job in flow.JOBS if job.key == "housing-automl-regression")
+AUTOML = next(job for job in JOBS if job.key == "housing-automl-regression")
 
 
-def run_automl(data_dir, sim: Simulation, **options) -> tuple[flow.JobResult, str, list[str]]:
-    """The housing AutoML job alone: its result, its best child, and the lines it reported."""
+def run_automl(data_dir, sim: Simulation, job=AUTOML, **options) -> tuple[flow.JobResult, str, list[str]]:
+    """One AutoML job alone (default: housing's): its result, its best child, and the lines it reported."""
     workspace, target = stage(data_dir, sim, **options)
     lines: list[str] = []
-    target.prepare(lines.append)
-    result = target.run_job(AUTOML, lines.append)
+    target.prepare(list(WORKLOADS.values()), lines.append)
+    result = target.run_job(job, lines.append)
     return result, f"{result.run_name}_7", lines
 
 
@@ -275,6 +317,13 @@ def test_automl_waits_for_its_model_test_run_and_uses_its_metrics(data_dir, type
     assert result.metrics["MAE"] == sim.mae[AUTOML.key]  # the test run's, not the validation 0.9 x
     waiting = f"waiting for AutoML's test run {best}_test under best child {best} (Running)"
     assert lines.count(waiting) == 1  # said once, not once per poll
+
+
+def test_a_classification_automl_reports_its_test_runs_held_out_auc(data_dir):
+    job = next(job for job in JOBS if job.key == "bank-marketing-automl-classification")
+    sim = Simulation(test_run_polls=2)
+    result, _, _ = run_automl(data_dir, sim, job)
+    assert result.metrics == {"AUC_weighted": sim.auc[job.key], "accuracy": 0.9, "F1": 0.5}  # not the validation AUC
 
 
 def test_automl_fails_when_its_model_test_run_fails(data_dir):
@@ -297,7 +346,7 @@ def test_uploads_wait_for_the_storage_firewall(data_dir):
     clock = FakeClock()
     workspace, target = stage(data_dir, Simulation(storage_denials=3), storage_backoff=clock.backoff(first=5, longest=30, budget=180))
     lines: list[str] = []
-    target.prepare(lines.append)
+    target.prepare(list(WORKLOADS.values()), lines.append)
     assert len(workspace.data.created) + len(workspace.environments.created) == len(target.assets)
     assert len(clock.sleeps) == 3
     assert f"waiting for storage account {OUTPUTS[keys.STORAGE_ACCOUNT]} to let this machine in " \
@@ -308,7 +357,7 @@ def test_uploads_give_up_on_a_closed_storage_firewall(data_dir):
     clock = FakeClock()
     _, target = stage(data_dir, Simulation(storage_denials=10_000), storage_backoff=clock.backoff(first=5, longest=30, budget=60))
     with pytest.raises(flow.FlowError) as failure:
-        target.prepare(lambda line: None)
+        target.prepare(list(WORKLOADS.values()), lambda line: None)
     message = str(failure.value)
     assert "gave up after" in message and "(403 AuthorizationFailure): This request is not authorized" in message
     assert f"check that storage account {OUTPUTS[keys.STORAGE_ACCOUNT]}'s firewall allows this machine's public IP" in message
@@ -331,33 +380,45 @@ def test_kubernetes_scoring_host_must_resolve_before_the_smoke_test(data_dir, ho
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("20.50.60.70", 0))]
 
     workspace, target = stage(data_dir, Simulation(kubernetes_host=host), rollout=RolloutOptions(resolve=resolve))
-    endpoint = OUTPUTS[keys.KUBERNETES_ENDPOINT]
+    kubernetes = endpoint(HOUSING, "kubernetes")
     if resolves is False:
         with pytest.raises(flow.FlowError) as failure:
             run(target)
         message = str(failure.value)
-        assert f"kubernetes endpoint {endpoint}: its scoring host {host} does not resolve" in message
+        assert f"kubernetes endpoint {kubernetes}: its scoring host {host} does not resolve" in message
         assert f"create a DNS A record for {host} pointing at the EXTERNAL-IP of " \
                "`kubectl get service azureml-fe --namespace azureml`" in message
         assert "traffic left at none" in message
-        assert not [e for e in workspace.online_endpoints.events if e[0] == "invoke" and e[1] == endpoint]  # no smoke test
-        managed = OUTPUTS[keys.MANAGED_ENDPOINT]
+        assert not [e for e in workspace.online_endpoints.events if e[0] == "invoke" and e[1] == kubernetes]  # no smoke test
+        managed = endpoint(HOUSING, "managed")
         assert list(traffic_steps(workspace, managed)[-1].values()) == [100]  # the managed rollout went on
     else:
         summary, _ = run(target)
-        assert any(e.scoring_uri.startswith(("http://20.50.60.70/", f"https://{host}/")) for e in summary.endpoints)
+        served = done(summary, HOUSING).endpoints
+        assert any(e.scoring_uri.startswith(("http://20.50.60.70/", f"https://{host}/")) for e in served)
     assert looked_up == ([] if resolves is None else [host])  # managed endpoints are Azure's names: never looked up
 
 
 @pytest.mark.parametrize("isolation, egress", [("public", None), ("private", "disabled")])
 def test_private_stacks_deploy_with_private_egress_under_a_new_name(isolation, egress):
-    model = flow.RegisteredModel(flow.MODEL_NAME, "3", flow.HOLDOUT_METRIC, 1.0, "job")
+    model = flow.RegisteredModel(HOUSING.model, "3", HOUSING.metric, 1.0, "job")
     assets = {asset.name: asset for asset in azure_assets.environment_assets()}
     outputs = {**OUTPUTS, keys.NETWORK_ISOLATION: isolation}
-    public = {kind: azure_entities.deployment_entity(kind, OUTPUTS, model, assets) for kind in azure_entities.ENDPOINT_KINDS}
-    built = {kind: azure_entities.deployment_entity(kind, outputs, model, assets) for kind in azure_entities.ENDPOINT_KINDS}
+    public = {kind: azure_entities.deployment_entity(HOUSING, kind, OUTPUTS, model, assets) for kind in HOUSING.online}
+    built = {kind: azure_entities.deployment_entity(HOUSING, kind, outputs, model, assets) for kind in HOUSING.online}
     assert built["managed"].egress_public_network_access == egress
     assert getattr(built["kubernetes"], "egress_public_network_access", None) is None  # managed deployments only
     # egress cannot change on a deployment, so a changed egress is a new deployment
     assert (built["managed"].name == public["managed"].name) is (egress is None)
     assert built["kubernetes"].name == public["kubernetes"].name
+
+
+def test_endpoint_names_come_from_the_workload_and_keep_azures_rule():
+    """`<workload>-<online|k8s>-<6 hex>`, unique per workspace (online endpoint names are unique per region)."""
+    from infra.naming import ENDPOINT_RULE
+
+    names = {endpoint(w, kind) for w in WORKLOADS.values() for kind in w.online}
+    assert len(names) == 3 and all(ENDPOINT_RULE.check(name) is None for name in names)
+    assert endpoint(BANK, "managed").startswith("bank-marketing-online-")
+    elsewhere = {**OUTPUTS, keys.WORKSPACE: "mlw-another"}
+    assert endpoint(BANK, "managed", elsewhere) != endpoint(BANK, "managed")

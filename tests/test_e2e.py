@@ -23,7 +23,8 @@ import yaml
 from infra import e2e, firewall
 from infra import outputs as keys
 from infra.settings import PROJECT
-from jobs import azure_credentials
+from jobs.azure import credentials as azure_credentials, entities
+from jobs.workloads import load_workloads
 from tests.arm_fake import FakeArm, FakeCredential, fake_response
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,7 @@ GITHUB_ENV = {azure_credentials.GITHUB_TOKEN_URL: "https://token.actions.example
 def outputs():
     return {keys.SUBSCRIPTION_ID: SUBSCRIPTION, keys.RESOURCE_GROUP: f"rg-mlp-{STACK}",
             keys.WORKSPACE: f"mlw-mlp-{STACK}-12345", keys.STORAGE_ACCOUNT: "stmlpe2e0a1b2c12345",
-            keys.NETWORK_ISOLATION: "public", keys.MANAGED_ENDPOINT: f"mlp-{STACK}-online-12345",
-            keys.KUBERNETES_ENDPOINT: f"mlp-{STACK}-k8s-12345", keys.AUTOMATION_CLIENT_SECRET: "[secret]"}
+            keys.NETWORK_ISOLATION: "public", keys.AUTOMATION_CLIENT_SECRET: "[secret]"}
 
 
 class FakeRunner:
@@ -283,7 +283,7 @@ def test_the_github_id_token_never_appears_in_what_is_printed(tmp_path):
 
 
 def test_the_real_runner_fetches_a_fresh_token_for_the_placeholder_and_redirects_stdout(tmp_path, monkeypatch):
-    """The token comes from jobs/azure_credentials.py, with GitHub's endpoint and bearer token from the job."""
+    """The token comes from jobs/azure/credentials.py, with GitHub's endpoint and bearer token from the job."""
     asked = []
     monkeypatch.setattr(azure_credentials, "github_id_token", lambda *args: asked.append(args) or "the-fresh-token")
     for name in (azure_credentials.GITHUB_TOKEN_URL, azure_credentials.GITHUB_TOKEN_BEARER):
@@ -413,7 +413,8 @@ def test_a_refused_config_creates_nothing(tmp_path):
 
 # -- check-endpoints: azure-ai-ml's own invoke over a fake scoring server --------------------------------------------
 class ScoringServer(requests.adapters.BaseAdapter):
-    """Answers like jobs/src/score.py under the inference server, unless `broken` says how this endpoint errs."""
+    """Answers like jobs/src/score.py under the inference server (numbers from the regressor's endpoints,
+    labels and probabilities from the classifier's), unless `broken` says how an endpoint errs."""
 
     def __init__(self, broken=None):
         super().__init__()
@@ -426,7 +427,8 @@ class ScoringServer(requests.adapters.BaseAdapter):
         mode = self.broken.get(host)
         content_type = "application/json"
         if isinstance(data, list):
-            status, body = 200, json.dumps([452600.0] * (len(data) - (mode == "short")))
+            answer = {"label": "no", "probability": 0.08} if host.startswith(BANK.name) else 452600.0
+            status, body = 200, json.dumps([answer] * (len(data) - (mode == "short")))
         elif mode == "accepts-anything":
             status, body = 200, "[]"
         elif mode == "500":
@@ -465,7 +467,13 @@ def fake_ml_client(server):
         invoke=functools.partial(OnlineEndpointOperations.invoke, operations)))
 
 
-SAMPLE = json.loads((ROOT / "jobs" / "specs" / "sample-request.json").read_text())
+WORKLOADS = load_workloads()
+HOUSING, BANK = (next(w for w in WORKLOADS if w.name == name) for name in ("housing", "bank-marketing"))
+
+
+def endpoints(workload=None):
+    chosen = [workload] if workload else WORKLOADS
+    return {entities.endpoint_name(w, kind, outputs()) for w in chosen for kind in w.online}
 
 
 def test_azure_ai_ml_raises_a_400_with_a_json_body_as_http_response_error_with_its_status(tmp_path):
@@ -478,33 +486,57 @@ def test_azure_ai_ml_raises_a_400_with_a_json_body_as_http_response_error_with_i
     assert raised.value.status_code == 400 and "must be a list" in raised.value.message
 
 
-def test_both_endpoints_answering_well_pass_the_check():
+def test_every_workloads_endpoints_answering_well_pass_the_check():
     server = ScoringServer()
     reports = []
-    assert e2e.check_endpoints(fake_ml_client(server), outputs(), SAMPLE, reports.append) == []
-    assert {host for host, _ in server.seen} == {outputs()[keys.MANAGED_ENDPOINT], outputs()[keys.KUBERNETES_ENDPOINT]}
+    assert e2e.check_endpoints(fake_ml_client(server), outputs(), WORKLOADS, reports.append) == []
+    checked = endpoints()
+    assert {host for host, _ in server.seen} == checked and len(checked) == sum(len(w.online) for w in WORKLOADS)
     assert all(auth == "Bearer key-1" for _, auth in server.seen)
-    assert sum("HTTP 400" in line for line in reports) == 2 and sum("2 records" in line for line in reports) == 2
+    assert sum("HTTP 400" in line for line in reports) == len(checked)
+    for workload in WORKLOADS:
+        rows = len(workload.request()["data"])
+        assert sum(line.startswith(workload.name) and f"{rows} records" in line for line in reports) == len(workload.online)
 
 
 @pytest.mark.parametrize("mode, problem", [
     ("accepts-anything", "accepted the malformed request"),
     ("500", "HTTP 500, expected 400"),
     ("text-400", "MlException (no HTTP status)"),
-    ("short", "expected 2 numeric predictions"),
+    ("short", "expected a list of"),
 ])
-def test_an_endpoint_that_errs_fails_the_check(mode, problem):
-    kubernetes = outputs()[keys.KUBERNETES_ENDPOINT]
-    problems = e2e.check_endpoints(fake_ml_client(ScoringServer({kubernetes: mode})), outputs(), SAMPLE, print)
-    assert len(problems) == 1 and problems[0].startswith(f"kubernetes endpoint {kubernetes}") and problem in problems[0]
+@pytest.mark.parametrize("workload, kind", [(HOUSING, "kubernetes"), (BANK, "managed")], ids=["housing", "bank"])
+def test_an_endpoint_that_errs_fails_the_check(workload, kind, mode, problem):
+    name = entities.endpoint_name(workload, kind, outputs())
+    problems = e2e.check_endpoints(fake_ml_client(ScoringServer({name: mode})), outputs(), WORKLOADS, print)
+    assert len(problems) == 1 and problems[0].startswith(f"{workload.name}: {kind} endpoint {name}")
+    assert problem in problems[0]
+
+
+def test_a_regressor_answering_like_a_classifier_fails_the_check():
+    housing = entities.endpoint_name(HOUSING, "managed", outputs())
+
+    class Confused(ScoringServer):
+        def send(self, request, **kwargs):
+            if urlparse(request.url).hostname.startswith(housing) and isinstance(json.loads(request.body)["data"], list):
+                rows = len(json.loads(request.body)["data"])
+                return fake_response(request, 200, json.dumps([{"label": "yes", "probability": 1.0}] * rows).encode(),
+                                     {"Content-Type": "application/json"})
+            return super().send(request, **kwargs)
+
+    problems = e2e.check_endpoints(fake_ml_client(Confused()), outputs(), WORKLOADS, print)
+    assert len(problems) == 1 and problems[0].startswith(f"housing: managed endpoint {housing}: expected")
 
 
 def test_check_endpoints_command_fails_on_a_problem(tmp_path):
     (tmp_path / "outputs.json").write_text(json.dumps(outputs()))
     argv = ["--outputs", str(tmp_path / "outputs.json")]
     assert e2e.check_endpoints_main(argv, ml_client=fake_ml_client(ScoringServer())) == 0
-    broken = ScoringServer({outputs()[keys.MANAGED_ENDPOINT]: "accepts-anything"})
+    broken = ScoringServer({entities.endpoint_name(BANK, "managed", outputs()): "accepts-anything"})
     assert e2e.check_endpoints_main(argv, ml_client=fake_ml_client(broken)) == 1
+    server = ScoringServer(broken.broken)
+    assert e2e.check_endpoints_main([*argv, "--workload", "housing"], ml_client=fake_ml_client(server)) == 0
+    assert {host for host, _ in server.seen} == endpoints(HOUSING)
 
 
 # -- check-leftovers against a fake ARM ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from dataclasses import astuple
 
 import pytest
 
-from infra.naming import RULES, Names, stack_suffix
+from infra.naming import ENDPOINT_RULE, RULES, Names, stack_suffix
 from stack_harness import stack_names
 
 PROJECT = "azureml-platform"
@@ -18,7 +18,7 @@ def test_every_name_of_every_stack_is_valid(stack):
 def test_names_are_deterministic_and_differ_between_stacks():
     assert Names.build(PROJECT, "dev", "mlp") == Names.build(PROJECT, "dev", "mlp")
     dev, prod = Names.build(PROJECT, "dev", "mlp"), Names.build(PROJECT, "prod", "mlp")
-    unique = ("storage_account", "key_vault", "registry", "workspace", "managed_endpoint", "kubernetes_endpoint")
+    unique = ("storage_account", "key_vault", "registry", "workspace")
     for field in unique:
         assert getattr(dev, field) != getattr(prod, field), field
 
@@ -45,13 +45,16 @@ def test_hyphenated_stack_names_still_make_valid_storage_and_registry_names():
         ("key_vault", "1kv-starts-with-digit"),
         ("key_vault", "kv-" + "x" * 22),
         ("registry", "cr-with-hyphen"),
-        ("managed_endpoint", "9-starts-with-digit"),
-        ("managed_endpoint", "e" * 33),
         ("cpu_cluster", "a-compute-name-too-long"),
     ],
 )
 def test_rules_reject_invalid_names(rule, name):
     assert RULES[rule].check(name) is not None
+
+
+@pytest.mark.parametrize("name", ["9-starts-with-digit", "e" * 33, "ends-with-hyphen-", "ab"])
+def test_the_online_endpoint_rule_rejects_invalid_names(name):
+    assert ENDPOINT_RULE.check(name) is not None
 
 
 def test_every_name_has_a_rule():

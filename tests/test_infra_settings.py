@@ -3,21 +3,9 @@
 import pytest
 
 from infra import settings
-from stack_harness import PlatformMocks, RecordingMonitor, evaluate, stack_config, with_setting
+from stack_harness import PlatformMocks, RecordingMonitor, evaluate, only_problem, problems_for, stack_config, with_setting
 
 NS = "azureml-platform"
-
-
-def problems_for(config, stack="dev"):
-    with pytest.raises(settings.SettingsError) as raised:
-        settings.parse(config, stack)
-    return raised.value.problems
-
-
-def only_problem(config, stack="dev"):
-    problems = problems_for(config, stack)
-    assert len(problems) == 1, problems
-    return problems[0]
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

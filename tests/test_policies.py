@@ -26,9 +26,9 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 from infra import rules, security
 from policies import pack
 from rule_cases import cases, entries
-from stack_harness import ROOT, run_stack, stack_names
+from stack_harness import ROOT, TEAM_STACKS, run_stack, stack_names
 
-STACKS = stack_names()
+STACKS = stack_names() + sorted(TEAM_STACKS)  # the stack files, and each with a team
 CASES = cases()
 POLICIES = {policy.name: policy for policy in pack.policies()}
 
@@ -93,13 +93,19 @@ def test_one_policy_per_rule_mandatory_but_for_style():
         assert isinstance(POLICIES[registered.name], ResourceValidationPolicy) == (registered.resource_check is not None)
 
 
-def test_policies_skip_what_a_preview_cannot_know():
+@pytest.mark.parametrize("stack", ["prod", "prod+team"])
+def test_policies_skip_what_a_preview_cannot_know(stack):
     """During a first preview, principal IDs and scopes of role assignments are unknown: the policies must
     neither fail on the proxy's UnknownValueError (it would downgrade the policy to advisory) nor misreport."""
-    items = entries(run_stack("prod"))
+    items = entries(run_stack(stack))
     for entry in items:
         if entry.resource.type == security.ROLE_ASSIGNMENT:
             entry.props.update(principalId=UNKNOWN_STRING_VALUE, scope=UNKNOWN_STRING_VALUE)
+        if entry.resource.type == security.COMPUTE and entry.props["properties"]["computeType"] == "ComputeInstance":
+            # a workstation's workspace and subnet do not exist yet either
+            entry.props.update(workspaceName=UNKNOWN_STRING_VALUE)
+            if "subnet" in entry.props["properties"]["properties"]:
+                entry.props["properties"]["properties"]["subnet"] = {"id": UNKNOWN_STRING_VALUE}
     assert {name: found for name, policy in POLICIES.items() if (found := run_policy(policy, items))} == {}
 
 

@@ -13,33 +13,38 @@ import mlflow.sklearn
 import pandas as pd
 import pytest
 
-from jobs.local import LocalServer
+from jobs.local.server import LocalServer
+from tests.bank_sample import bank_frame, bank_records
 from tests.housing_sample import housing_frame, request_records
 
 SRC = Path(__file__).resolve().parents[1] / "jobs" / "src"
 MAX_ROWS = 50
 
 
-@pytest.fixture(scope="module")
-def model_root(tmp_path_factory) -> Path:
+def trained_root(work: Path, frame, target: str, task: str, model_name: str) -> Path:
     """AZUREML_MODEL_DIR as Azure ML lays it out: <root>/<name>/<version>/model/MLmodel, from train.py
     (in-process: the test already imports what it needs)."""
     sys.path.insert(0, str(SRC))
     import train
 
-    work = tmp_path_factory.mktemp("score")
-    data = work / "housing.csv"
-    housing_frame(400).to_csv(data, index=False)
+    data = work / "data.csv"
+    frame.to_csv(data, index=False, sep=";")
     previous = mlflow.get_tracking_uri()
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri((work / "mlruns").as_uri())
         try:
-            train.main(["--data", str(data), "--target", "median_house_value", "--task", "regression",
-                        "--output", str(work / "housing-regressor" / "1"), "--n-estimators", "40"])  # fmt: skip
+            train.main(["--data", str(data), "--target", target, "--task", task,
+                        "--output", str(work / model_name / "1"), "--n-estimators", "40"])  # fmt: skip
         finally:
             mlflow.set_tracking_uri(previous)
     return work
+
+
+@pytest.fixture(scope="module")
+def model_root(tmp_path_factory) -> Path:
+    return trained_root(tmp_path_factory.mktemp("score"), housing_frame(400), "median_house_value", "regression",
+                        "housing-regressor")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +139,50 @@ def test_swagger_describes_the_models_columns_with_an_example(server):
     assert sorted(example[0]) == sorted(columns)
     assert post(server, json.dumps({"data": example}))[0] == 200  # the example is a valid request
     assert swagger["definitions"]["ServiceOutput"]["items"]["type"] == "number"
+
+
+# -- a classifier: the label and the positive class's probability ---------------------------------------------
+@pytest.fixture(scope="module")
+def classifier_root(tmp_path_factory) -> Path:
+    return trained_root(tmp_path_factory.mktemp("classifier"), bank_frame(600), "y", "classification",
+                        "bank-marketing-classifier")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def classifier(classifier_root, tmp_path_factory):
+    running = LocalServer(classifier_root, 0, tmp_path_factory.mktemp("logs") / "server.log", workers=1).start()
+    yield running
+    running.stop()
+
+
+def test_a_classifier_answers_the_label_and_the_positive_class_probability(classifier, classifier_root):
+    records = bank_records(40)
+    status, answers = post(classifier, json.dumps({"data": records}))
+    assert status == 200, answers
+    pipeline = mlflow.sklearn.load_model(str(classifier_root / "bank-marketing-classifier" / "1" / "model"))
+    frame = pd.DataFrame(records)
+    assert list(pipeline.classes_) == ["no", "yes"]
+    assert [answer["label"] for answer in answers] == pipeline.predict(frame).tolist()
+    assert [answer["probability"] for answer in answers] == pipeline.predict_proba(frame)[:, 1].tolist()
+    assert {answer["label"] for answer in answers} <= {"no", "yes"}
+
+
+def test_a_classifier_refuses_malformed_requests_and_stays_up(classifier):
+    bad = bank_records(2)
+    bad[1]["duration"] = "long"
+    status, answer = post(classifier, json.dumps({"data": bad}))
+    assert status == 400 and "record 1, column 'duration': expected a number or null, got a string 'long'" in answer["message"]
+    assert post(classifier, json.dumps({"data": [{"age": 30.0}]}))[0] == 400
+    assert post(classifier, json.dumps({"data": bank_records(1)}))[0] == 200
+
+
+def test_the_classifiers_swagger_describes_its_answer(classifier):
+    with urllib.request.urlopen(classifier.url + "/swagger.json", timeout=10) as answer:
+        swagger = json.loads(answer.read())
+    answers = swagger["definitions"]["ServiceOutput"]
+    assert answers["type"] == "array"
+    assert set(answers["items"]["properties"]) == {"label", "probability"}
+    assert answers["items"]["properties"]["probability"]["type"] == "number"
+    assert answers["items"]["properties"]["label"]["type"] == "string"
+    # the model's metadata names its classes, so the example answer names the positive one
+    assert [answer["label"] for answer in answers["example"]] == ["yes"]

@@ -1,7 +1,7 @@
-"""Every Azure ML spec under jobs/specs loads and validates offline with azure-ai-ml, and agrees with the
-code and data it names: the scripts accept the arguments the commands pass, the search space is what the
-command uses, AutoML's target and task are the data catalog's, environments exist and pin what
-requirements.txt pins."""
+"""Every Azure ML spec (the workloads' jobs, the shared environments and endpoints under jobs/specs) loads
+and validates offline with azure-ai-ml, and agrees with the code and data it names: the scripts accept the
+arguments the commands pass, the search space is what the command uses, a job reads its workload's data,
+target and task, environments exist and pin what requirements.txt pins."""
 
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ from azure.ai.ml.sweep import SweepJob
 from azure.ai.ml.entities._job.automl.automl_job import AutoMLJob
 
 from infra.constraints import deployment_fits_instance_type
-from jobs.flow import JOBS, SPECS_DIR
-from jobs.local import render, sample
+from jobs.flow import SPECS_DIR
+from jobs.local.specs import render, sample
+from jobs.workloads import WORKLOAD_FILE, WORKLOADS_DIR, load_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "jobs" / "src"
 sys.path.insert(0, str(SRC))  # the training scripts import their siblings, as they do in a job
 
-JOB_SPECS = sorted(SPECS_DIR.glob("*.yml"))
+WORKLOADS = {workload.name: workload for workload in load_workloads()}
+JOB_SPECS = sorted(path for path in WORKLOADS_DIR.glob("*/*.yml") if path.name != WORKLOAD_FILE)
 ENVIRONMENT_DIR = SPECS_DIR / "environments"
 ENVIRONMENT_SPECS = sorted(p for p in ENVIRONMENT_DIR.glob("*.yml") if "image" in yaml.safe_load(p.read_text()))
 ENDPOINT_SPECS = sorted((SPECS_DIR / "endpoints").glob("*.yml"))
@@ -56,16 +58,37 @@ def environment_names() -> set[str]:
     return {read(path)["name"] for path in ENVIRONMENT_SPECS}
 
 
-def test_every_job_in_the_flow_has_a_spec_and_every_spec_is_a_job():
-    assert {job.spec for job in JOBS} == {path.name for path in JOB_SPECS}
+def ids(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
 
 
-@pytest.mark.parametrize("path", JOB_SPECS, ids=lambda p: p.stem)
+def workload_of(path: Path):
+    return WORKLOADS[path.parent.name]
+
+
+def test_every_spec_in_a_workload_folder_is_one_of_its_candidates():
+    """A spec left in a folder but not listed would silently never run."""
+    candidates = {job.spec for workload in WORKLOADS.values() for job in workload.jobs}
+    assert candidates == set(JOB_SPECS)
+
+
+@pytest.mark.parametrize("path", JOB_SPECS, ids=ids)
 def test_job_spec_validates(path):
     job = load(path)  # schema validation: unknown fields, bad enums and missing fields raise
     assert job._to_rest_object() is not None  # the request `az ml job create` would send
-    assert job.experiment_name and job.display_name == path.stem
+    workload = workload_of(path)
+    # the studio groups a workload's runs in one experiment; the display name is the flow's job key
+    assert job.experiment_name == workload.name and job.display_name == f"{workload.name}-{path.stem}"
     assert reference(job.compute) in ("azureml:cpu-cluster", "azureml:gpu-cluster")  # placeholders the Azure target overrides
+
+
+@pytest.mark.parametrize("path", [p for p in JOB_SPECS if read(p)["type"] in ("command", "sweep")], ids=ids)
+def test_a_command_reads_its_workloads_data_target_and_task(path):
+    spec, workload = read(path), workload_of(path)
+    inputs = spec["inputs"]
+    assert inputs["data"]["path"] == f"azureml:{workload.data.key}@latest"
+    assert inputs["target"] == workload.data.target
+    assert inputs.get("task", "regression") == workload.task  # train_mlp.py is a regressor only
 
 
 def filled_in(spec: dict) -> dict[str, dict[str, str]]:
@@ -76,7 +99,7 @@ def filled_in(spec: dict) -> dict[str, dict[str, str]]:
     return {"inputs": inputs, "outputs": outputs, "search_space": {k: str(v) for k, v in trial.items()}}
 
 
-@pytest.mark.parametrize("path", [p for p in JOB_SPECS if read(p)["type"] in ("command", "sweep")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in JOB_SPECS if read(p)["type"] in ("command", "sweep")], ids=ids)
 def test_script_takes_every_value_the_command_passes(path):
     spec = read(path)
     command = spec.get("trial", spec)
@@ -94,7 +117,7 @@ def test_script_takes_every_value_the_command_passes(path):
 
 
 def test_sweep_tunes_the_mlp_on_held_out_mae_with_bandit_termination():
-    job = load(SPECS_DIR / "housing-mlp-sweep.yml")
+    job = load(WORKLOADS_DIR / "housing" / "mlp-sweep.yml")
     assert isinstance(job, SweepJob)
     assert getattr(job.sampling_algorithm, "type", job.sampling_algorithm) == "random"
     assert set(job.search_space) == {"batch_size", "epochs", "units_1", "units_2", "learning_rate"}
@@ -107,23 +130,20 @@ def test_sweep_tunes_the_mlp_on_held_out_mae_with_bandit_termination():
     assert reference(job.compute) == "azureml:gpu-cluster"
 
 
-@pytest.mark.parametrize("path", [p for p in JOB_SPECS if read(p)["type"] == "automl"], ids=lambda p: p.stem)
-def test_automl_spec_matches_the_data_catalog(path):
-    job = load(path)
+@pytest.mark.parametrize("path", [p for p in JOB_SPECS if read(p)["type"] == "automl"], ids=ids)
+def test_automl_spec_reads_its_workloads_data(path):
+    job, data = load(path), workload_of(path).data
     assert isinstance(job, AutoMLJob)
-    catalog = read(ROOT / "jobs" / "data-catalog.yml")
-    training, test = reference(job.training_data.path), reference(job.test_data.path)
-    entry = next(entry for key, entry in catalog.items() if training == f"azureml:{key}-mltable@latest")
-    assert job.target_column_name == entry["target"]
-    assert job.task_type.lower() == entry["task"]
-    assert job.training_data.type == job.test_data.type == "mltable"
+    assert reference(job.training_data.path) == f"azureml:{data.key}-mltable@latest"
     # the held-out rows of the shared split, so AutoML's test metrics compare with the other jobs'
-    assert test == training.replace("-mltable@", "-test-mltable@")
+    assert reference(job.test_data.path) == f"azureml:{data.key}-test-mltable@latest"
+    assert job.target_column_name == data.target and job.task_type.lower() == data.task
+    assert job.training_data.type == job.test_data.type == "mltable"
 
 
 def test_automl_primary_metrics_and_explanations():
-    regression = load(SPECS_DIR / "housing-automl-regression.yml")
-    classification = load(SPECS_DIR / "bank-marketing-automl-classification.yml")
+    regression = load(WORKLOADS_DIR / "housing" / "automl-regression.yml")
+    classification = load(WORKLOADS_DIR / "bank-marketing" / "automl-classification.yml")
     assert str(regression.primary_metric).lower().endswith("normalized_root_mean_squared_error")
     assert str(classification.primary_metric).lower().endswith("auc_weighted")
     assert classification.target_column_name == "y"

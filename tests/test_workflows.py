@@ -17,7 +17,8 @@ from infra import e2e, firewall
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
-SPECS = sorted((ROOT / "jobs" / "specs").glob("*.yml"))
+# every workload's job specs (jobs run at once, so the longest limit sets the stage's time)
+SPECS = sorted(path for path in (ROOT / "workloads").glob("*/*.yml") if path.name != "workload.yml")
 # actionlint and shellcheck come from requirements.txt as wheels, beside this interpreter
 TOOLS = Path(sys.executable).parent
 PINNED = re.compile(r"@(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
@@ -191,7 +192,7 @@ def test_the_stage_is_its_own_job_after_provision_in_the_stacks_environment():
 
 
 def test_the_stage_signs_in_by_itself_with_no_azure_login_as_its_credential():
-    """The stage renews its own tokens (a fresh GitHub ID token per Entra token, jobs/azure_credentials.py); an
+    """The stage renews its own tokens (a fresh GitHub ID token per Entra token, jobs/azure/credentials.py); an
     azure/login token would expire after 60-90 minutes (Azure/login#372) while the stage runs for hours."""
     job = stage_job()
     stage = stage_step(job)
@@ -270,7 +271,7 @@ def spec_limits(specs):
 
 
 def load_specs():
-    return {path.name: yaml.safe_load(path.read_text()) for path in SPECS}
+    return {f"{path.parent.name}/{path.name}": yaml.safe_load(path.read_text()) for path in SPECS}
 
 
 def stage_budget_problems(stack, specs):
@@ -296,8 +297,8 @@ def stage_budget_problems(stack, specs):
 
 def test_the_specs_limits_are_read():
     limits = spec_limits(load_specs())
-    assert limits["housing-mlp-sweep.yml"] == 120  # limits.timeout: 7200 (seconds)
-    assert limits["housing-automl-regression.yml"] == limits["bank-marketing-automl-classification.yml"] == 90
+    assert limits["housing/mlp-sweep.yml"] == 120  # limits.timeout: 7200 (seconds)
+    assert limits["housing/automl-regression.yml"] == limits["bank-marketing/automl-classification.yml"] == 90
     assert max(limits.values()) == 120
 
 
@@ -306,9 +307,9 @@ def test_the_stage_timeout_covers_the_longest_spec_limit_and_stays_within_github
 
 
 @pytest.mark.parametrize("spec, path, value", [
-    ("housing-mlp-sweep.yml", ("limits", "timeout"), 4 * 3600),  # seconds
-    ("housing-automl-regression.yml", ("limits", "timeout_minutes"), 200),
-    ("housing-lightgbm.yml", ("limits", "timeout"), 5 * 3600),  # a command job gaining a limit
+    ("housing/mlp-sweep.yml", ("limits", "timeout"), 4 * 3600),  # seconds
+    ("housing/automl-regression.yml", ("limits", "timeout_minutes"), 200),
+    ("bank-marketing/lightgbm.yml", ("limits", "timeout"), 5 * 3600),  # a command job gaining a limit
 ])
 def test_raising_a_spec_limit_past_the_stage_timeout_fails_the_check(spec, path, value):
     specs = copy.deepcopy(load_specs())

@@ -4,11 +4,17 @@ The Azure ML inference server (azmlinfsrv) imports this file, calls init() once 
 once per request with the request's `data`:
 
     POST /score  {"data": [{"longitude": -122.23, ..., "ocean_proximity": "NEAR BAY"}, ...]}
-    -> [452600.0, ...]                      one prediction per record, in order
+    -> [452600.0, ...]                      a regressor: one prediction per record, in order
+    -> [{"label": "no", "probability": 0.07}, ...]
+                                            a two-class classifier: the predicted label and the probability
+                                            of the positive class (the second of the model's classes, "yes")
+    -> [{"label": "b", "probabilities": {"a": 0.1, "b": 0.7, "c": 0.2}}, ...]
+                                            a classifier of more classes: every class's probability
 
 The columns, their types and the Swagger example come from the model's MLflow signature and input
-example, so this script serves any tabular model that train.py or the MLP script saves. Bad input gets
-a 400 that names the problem; the server answers the JSON-level cases itself (body not JSON, no `data`).
+example; a classifier's classes from the model's metadata (`task`, `classes`, which train.py and
+automl.py write). So this script serves any tabular model the training scripts save. Bad input gets a
+400 that names the problem; the server answers the JSON-level cases itself (body not JSON, no `data`).
 
 Hot path: for a scikit-learn model, requests skip pandas and sklearn's per-call validation where that
 is proven to give the same numbers (see `FastPipeline`); anything else goes through the model's own
@@ -76,6 +82,26 @@ class Schema:
         self.kinds = dict(zip(self.columns, (KINDS[t] for t in types)))
         self.column_set = frozenset(self.columns)
         self.example = self._example(metadata.load_input_example(str(model_folder)))
+        # what the model answers: numbers (a regressor), or labels (a classifier: its signature's output is
+        # its labels, and its metadata names the classes, the positive one second)
+        saved = metadata.metadata or {}
+        outputs = metadata.signature.outputs
+        # a string column, or (as infer_signature writes a classifier's predictions) a tensor of text or objects
+        labels = outputs is not None and any(
+            str(getattr(t, "name", t)).lower() == "string" or getattr(t, "kind", "") in ("O", "U", "S")
+            for t in outputs.input_types()
+        )
+        self.classes: list | None = list(saved["classes"]) if saved.get("classes") else None
+        self.classifier = saved.get("task") == "classification" or labels or self.classes is not None
+
+    def answer_example(self) -> list:
+        """One answer, for the Swagger."""
+        if not self.classifier:
+            return [0.0]
+        classes = self.classes or ["a class", "another class"]
+        if len(classes) == 2:
+            return [{"label": classes[1], "probability": 0.87}]
+        return [{"label": classes[0], "probabilities": {name: round(1 / len(classes), 2) for name in classes}}]
 
     def _example(self, frame) -> dict:
         """The first input-example row with every value present, as JSON values of the column's kind."""
@@ -119,6 +145,11 @@ class Schema:
         if unknown:
             problems.append(f"unknown column(s) {', '.join(unknown)}")
         raise BadRequest(f"record {index}: {'; '.join(problems)} (expected columns: {', '.join(self.columns)})")
+
+
+def _plain(value):
+    """A numpy scalar (a class label from classes_) as the Python value JSON takes."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _json_type(value) -> str:
@@ -256,7 +287,9 @@ def _categories(transformer) -> list:
 
 
 def _matrix_predictor(predictor):
-    from lightgbm import LGBMRegressor
+    """numpy matrix -> the regressor's predictions, or a two-class classifier's probability of its second
+    (positive) class, from the LightGBM booster."""
+    from lightgbm import LGBMClassifier, LGBMRegressor
     from sklearn.compose import TransformedTargetRegressor
     from sklearn.preprocessing import FunctionTransformer
 
@@ -267,8 +300,10 @@ def _matrix_predictor(predictor):
             inverse = transformer.inverse_func  # elementwise (np.expm1, say): no need for its 2-D validation
         else:
             inverse = lambda values: transformer.inverse_transform(values.reshape(-1, 1)).ravel()  # noqa: E731
-    if not isinstance(predictor, LGBMRegressor):
+    two_classes = isinstance(predictor, LGBMClassifier) and len(predictor.classes_) == 2
+    if not (isinstance(predictor, LGBMRegressor) or two_classes):
         raise TypeError(f"{type(predictor).__name__} is not covered")
+    # a binary booster predicts the second class's probability, as LGBMClassifier.predict_proba's last column
     booster = predictor.booster_
 
     def predict(matrix):
@@ -280,7 +315,8 @@ def _matrix_predictor(predictor):
 
 
 class Scorer:
-    """The loaded model behind run(): the fast path when proven exact, else the model's own predict."""
+    """The loaded model behind run(): the fast path when proven exact, else the model's own predict (or,
+    for a classifier, predict_proba)."""
 
     def __init__(self, model_folder: Path, schema: Schema):
         import mlflow
@@ -291,14 +327,42 @@ class Scorer:
         flavors = Model.load(str(model_folder)).flavors
         if "sklearn" in flavors:
             self.model = mlflow.sklearn.load_model(str(model_folder))
-            self.fast = self._checked_fast_path()
         else:
             self.model = mlflow.pyfunc.load_model(str(model_folder))
+        self.classes = None
+        if schema.classifier:
+            if not hasattr(self.model, "predict_proba"):
+                raise ValueError(f"the model in {model_folder} is a classifier without predict_proba")
+            self.classes = [_plain(name) for name in self.model.classes_]
+        if "sklearn" in flavors and (self.classes is None or len(self.classes) == 2):
+            self.fast = self._checked_fast_path()
 
     def predict(self, columns: dict[str, np.ndarray]) -> list:
+        if self.classes is None:
+            if self.fast is not None:
+                return self.fast.predict(columns).tolist()
+            return np.asarray(self.model.predict(self._frame(columns))).ravel().tolist()
         if self.fast is not None:
-            return self.fast.predict(columns).tolist()
-        return np.asarray(self.model.predict(self._frame(columns))).ravel().tolist()
+            return self._answers(self.fast.predict(columns))
+        probabilities = self.model.predict_proba(self._frame(columns))
+        return self._answers(probabilities[:, 1] if len(self.classes) == 2 else probabilities)
+
+    def _answers(self, probabilities: np.ndarray) -> list[dict]:
+        """A classifier's answers: as its own predict picks the label (the most probable class; a tie goes
+        to the first), with the positive class's probability, or every class's for more than two."""
+        if len(self.classes) == 2:
+            negative, positive = self.classes
+            return [{"label": positive if p > 0.5 else negative, "probability": float(p)} for p in probabilities]
+        return [
+            {"label": self.classes[int(row.argmax())], "probabilities": dict(zip(self.classes, map(float, row)))}
+            for row in probabilities
+        ]
+
+    def _expected(self, frame) -> np.ndarray:
+        """What the fast path must reproduce exactly: predictions, or the positive class's probability."""
+        if self.classes is None:
+            return np.asarray(self.model.predict(frame))
+        return self.model.predict_proba(frame)[:, 1]
 
     def _frame(self, columns):
         import pandas as pd
@@ -312,7 +376,7 @@ class Scorer:
             log.info("no fast path for this model (%s); scoring with its own predict", why)
             return None
         probes = self.schema.to_columns(self._probe_records())
-        expected = np.asarray(self.model.predict(self._frame(probes)))
+        expected = self._expected(self._frame(probes))
         try:
             got = fast.predict(probes)
         except Exception:  # noqa: BLE001  (any failure only means: no fast path)
@@ -352,7 +416,7 @@ def init() -> None:
 # convert_to_provided_type=False: the decorators describe the request for the Swagger; run() checks it,
 # so that a wrong value is a 400 naming the record and column, not inference-schema's 500
 @input_schema("data", StandardPythonParameterType([_schema.example]), convert_to_provided_type=False)
-@output_schema(StandardPythonParameterType([0.0]))
+@output_schema(StandardPythonParameterType(_schema.answer_example()))
 def run(data):
     try:
         columns = _schema.to_columns(data)

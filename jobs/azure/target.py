@@ -5,31 +5,19 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
-import yaml
 from azure.ai.ml import MLClient
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from infra import outputs as keys
-from jobs import azure_assets, azure_credentials, azure_entities
-from jobs.azure_assets import Asset
-from jobs.azure_credentials import PROPAGATION, STORAGE_FIREWALL, Backoff, SignIn, first_line, with_retries
-from jobs.azure_rollout import RolloutOptions, roll_out, score
-from jobs.flow import (
-    HOLDOUT_METRIC,
-    MODEL_NAME,
-    SPECS_DIR,
-    Endpoint,
-    FlowError,
-    Job,
-    JobResult,
-    RegisteredModel,
-    Report,
-    load_request,
-)
+from jobs.azure import assets, credentials, entities
+from jobs.azure.assets import Asset
+from jobs.azure.credentials import PROPAGATION, STORAGE_FIREWALL, Backoff, SignIn, first_line, with_retries
+from jobs.azure.rollout import RolloutOptions, roll_out, score
+from jobs.flow import Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, in_parallel
+from jobs.workloads import Workload
 
 POLL_SECONDS = 30.0
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -44,12 +32,16 @@ TEST_RUN_WAIT_S = 30 * 60
 # where run history keeps a run's type when azure-ai-ml's Job entity drops `run_type` (azureml-core reads
 # `run_type`, falling back to this property)
 RUN_TYPE_PROPERTY = "azureml.runsource"
-# AutoML's names for the metrics train.py and the MLP log (all four computed the same way)
-AUTOML_REGRESSION_METRICS = {
-    "mean_absolute_error": "MAE",
-    "root_mean_squared_error": "RMSE",
-    "r2_score": "R2",
-    "normalized_root_mean_squared_error": "NRMSE",
+# AutoML's names for the held-out metrics the training scripts log, per task (computed the same way: for two
+# classes, AUC_weighted averages two equal one-vs-rest AUCs, so it is the AUC tabular.py computes)
+AUTOML_METRICS = {
+    "regression": {
+        "mean_absolute_error": "MAE",
+        "root_mean_squared_error": "RMSE",
+        "r2_score": "R2",
+        "normalized_root_mean_squared_error": "NRMSE",
+    },
+    "classification": {"AUC_weighted": "AUC_weighted", "accuracy": "accuracy", "f1_score_binary": "F1"},
 }
 
 
@@ -92,11 +84,11 @@ def connect(
     report: Report = print,
     backoff: Backoff = PROPAGATION,
 ) -> tuple[MLClient, object]:
-    """An MLClient on the stack's workspace, signed in as jobs/azure_credentials.py chooses (or `how`), and
+    """An MLClient on the stack's workspace, signed in as jobs/azure/credentials.py chooses (or `how`), and
     the credential. The first token and a read of the workspace fail here, with one clear message, rather
     than mid-run; while Entra ID and Azure RBAC catch up with the `pulumi up` that made the identity and
     its roles, they are retried, each time with a new credential (a fresh token sees new roles)."""
-    how = how or azure_credentials.sign_in(outputs)
+    how = how or credentials.sign_in(outputs)
     report(f"signing in {how.description}")
 
     def attempt() -> tuple[MLClient, object]:
@@ -112,7 +104,7 @@ def connect(
         return ml_client, credential
 
     try:
-        return with_retries(attempt, lambda e: azure_credentials.access_transient(e, outputs, how.who), backoff, report)
+        return with_retries(attempt, lambda e: credentials.access_transient(e, outputs, how.who), backoff, report)
     except ClientAuthenticationError as error:
         raise FlowError(f"could not authenticate to Azure {how.description}: {first_line(error)}\n  {how.advice}") from None
     except HttpResponseError as error:
@@ -120,19 +112,6 @@ def connect(
             f"workspace {outputs[keys.WORKSPACE]} (resource group {outputs[keys.RESOURCE_GROUP]}, subscription "
             f"{outputs[keys.SUBSCRIPTION_ID]}): {first_line(error)}"
         ) from None
-
-
-def in_parallel(tasks: list[Callable[[], object]]) -> list:
-    """Run every task to its end; report all failures together (one endpoint's rollout failing does
-    not stop the other's)."""
-    with ThreadPoolExecutor(max_workers=max(len(tasks), 1)) as pool:
-        futures = [pool.submit(task) for task in tasks]
-    errors = [future.exception() for future in futures if future.exception()]
-    if errors and all(isinstance(error, FlowError) for error in errors):
-        raise FlowError("\n".join(str(error) for error in errors))
-    if errors:
-        raise errors[0]
-    return [future.result() for future in futures]
 
 
 class AzureTarget:
@@ -153,13 +132,15 @@ class AzureTarget:
         self.data_dir, self.poll_seconds, self.test_run_wait_s = data_dir, poll_seconds, test_run_wait_s
         self.storage_backoff, self.rollout = storage_backoff, rollout
         self.assets: dict[str, Asset] = {}
+        self.workloads: dict[str, Workload] = {}
 
     # -- assets ---------------------------------------------------------------------------------
-    def prepare(self, report: Report, data: bool = True) -> None:
-        """Register the catalog's data (unless `data` is False) and the environments, all at once."""
-        registered = [(self.ml_client.environments, asset) for asset in azure_assets.environment_assets()]
+    def prepare(self, workloads: list[Workload], report: Report, data: bool = True) -> None:
+        """Register the workloads' data (unless `data` is False) and the environments, all at once."""
+        self.workloads = {workload.name: workload for workload in workloads}
+        registered = [(self.ml_client.environments, asset) for asset in assets.environment_assets()]
         if data:
-            registered += [(self.ml_client.data, asset) for asset in azure_assets.data_assets(self.data_dir)]
+            registered += [(self.ml_client.data, asset) for asset in assets.data_assets(workloads, self.data_dir)]
         in_parallel([lambda o=operations, a=asset: self._register(o, a, report) for operations, asset in registered])
         self.assets = {asset.name: asset for _, asset in registered}
 
@@ -175,7 +156,7 @@ class AzureTarget:
         """`call()`, which uploads to the workspace's storage, retried while the storage does not let this
         machine in yet (a private stack's firewall rule for the CI runner takes a moment to apply)."""
         return with_retries(
-            call, lambda error: azure_credentials.storage_transient(error, self.outputs), self.storage_backoff, report
+            call, lambda error: credentials.storage_transient(error, self.outputs), self.storage_backoff, report
         )
 
     # -- jobs -----------------------------------------------------------------------------------
@@ -183,7 +164,7 @@ class AzureTarget:
         return None
 
     def run_job(self, job: Job, report: Report) -> JobResult:
-        built = azure_entities.build_job(job, self.outputs, self.assets)
+        built = entities.build_job(job, self.outputs, self.assets)
         if built.note:
             report(built.note)
         submitted = self._submit(built.entity, report)
@@ -244,15 +225,8 @@ class AzureTarget:
             if not best:
                 raise FlowError(f"AutoML job {name}: no automl_best_child_run_id tag")
             model_uri = f"azureml://jobs/{best}/outputs/artifacts/paths/outputs/mlflow-model/"
-            if job.regression_candidate:
-                metrics = self._automl_held_out(name, best, report)
-                return JobResult(job, name, done.status, metrics, None, model_uri, done.studio_url)
-            # as the spec spells it, which is the name AutoML logs it under (the entity holds an enum)
-            metric = yaml.safe_load((SPECS_DIR / job.spec).read_text())["primary_metric"]
-            value = self.tracking.get_run(best).data.metrics.get(metric)
-            if value is None:
-                raise FlowError(f"AutoML job {name}: best child {best} has no {metric}")
-            return JobResult(job, name, done.status, {metric: value}, metric, model_uri, done.studio_url)
+            metrics = self._automl_held_out(name, best, self.workloads[job.workload], report)
+            return JobResult(job, name, done.status, metrics, None, model_uri, done.studio_url)
         best = name
         if entity.type == "sweep":
             best = (done.properties or {}).get("best_child_run_id")
@@ -266,7 +240,7 @@ class AzureTarget:
         model_uri = f"azureml://jobs/{best}/outputs/{output}/paths/{MODEL_FOLDER}/"
         return JobResult(job, name, done.status, metrics, None, model_uri, done.studio_url)
 
-    def _automl_held_out(self, name: str, best: str, report: Report) -> dict[str, float]:
+    def _automl_held_out(self, name: str, best: str, workload: Workload, report: Report) -> dict[str, float]:
         """The best child's metrics on test_data (the held-out rows of the shared split), from the model
         test run AutoML starts under the best child, once that run has finished. Validation metrics are
         never used in their place: a test run that fails, or does not finish in time, fails the job."""
@@ -279,8 +253,8 @@ class AzureTarget:
             running = [child for child in candidates if child.status not in TERMINAL]
             if candidates and not running:
                 for child in candidates:
-                    metrics = self._test_metrics(child)
-                    if HOLDOUT_METRIC in metrics:
+                    metrics = self._test_metrics(child, workload.task)
+                    if workload.metric in metrics:
                         return metrics
                 failed = [child for child in candidates if child.status != "Completed"]
                 if failed:
@@ -307,40 +281,43 @@ class AzureTarget:
                 waiting = line
             time.sleep(self.poll_seconds)
 
-    def _test_metrics(self, run) -> dict[str, float]:
+    def _test_metrics(self, run, task: str) -> dict[str, float]:
         """The run's metrics under our names (empty unless it completed)."""
         if run.status != "Completed":
             return {}
         logged = self.tracking.get_run(run.name).data.metrics
-        return {ours: logged[theirs] for theirs, ours in AUTOML_REGRESSION_METRICS.items() if theirs in logged}
+        return {ours: logged[theirs] for theirs, ours in AUTOML_METRICS[task].items() if theirs in logged}
 
     # -- model and endpoints --------------------------------------------------------------------
-    def register_model(self, best: JobResult) -> RegisteredModel:
+    def register_model(self, workload: Workload, best: JobResult) -> RegisteredModel:
         """The winner as an MLflow model; an unchanged re-run finds the version already made from this job."""
-        versions = list(self.ml_client.models.list(name=MODEL_NAME))
+        versions = list(self.ml_client.models.list(name=workload.model))
         same = [m for m in versions if (m.tags or {}).get("source_job") == best.run_name]
         if same:
             model = same[0]
         else:
             numbers = [int(m.version) for m in versions if str(m.version).isdigit()]
-            entity = azure_entities.model_entity(best, str(max(numbers, default=0) + 1))
+            entity = entities.model_entity(workload, best, str(max(numbers, default=0) + 1))
             model = self.ml_client.models.create_or_update(entity)
-        return RegisteredModel(model.name, str(model.version), HOLDOUT_METRIC, best.metrics[HOLDOUT_METRIC], best.run_name)
+        value = best.metrics[workload.metric]
+        return RegisteredModel(model.name, str(model.version), workload.metric, value, best.run_name)
 
-    def deploy(self, model: RegisteredModel, report: Report) -> list[Endpoint]:
-        payload = load_request()
+    def deploy(self, workload: Workload, model: RegisteredModel, report: Report) -> list[Endpoint]:
+        """The model rolled out on each online endpoint the workload serves from, side by side."""
+        payload = workload.request()
         return in_parallel(
             [
                 lambda kind=kind: roll_out(
                     self.ml_client,
                     kind,
-                    azure_entities.endpoint_entity(kind, self.outputs),
-                    azure_entities.deployment_entity(kind, self.outputs, model, self.assets),
+                    entities.endpoint_entity(workload, kind, self.outputs),
+                    entities.deployment_entity(workload, kind, self.outputs, model, self.assets),
                     payload,
+                    workload.task,
                     report,
                     self.rollout,
                 )
-                for kind in azure_entities.ENDPOINT_KINDS
+                for kind in workload.online
             ]
         )
 

@@ -1,4 +1,5 @@
-"""Data and environment assets for Azure ML, built from `jobs/data-catalog.yml` and `jobs/specs/environments/`.
+"""Data and environment assets for Azure ML, built from the workloads' data (workloads/*/workload.yml) and
+`jobs/specs/environments/`.
 
 Every asset is content-addressed: its version is a digest of what it holds, so a re-run with unchanged
 content finds the version already registered and registers nothing, and job names derived from these
@@ -10,10 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import io
 import os
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -23,10 +21,9 @@ from azure.ai.ml import load_environment
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Data, Environment
 
-from jobs.catalog import CATALOG, CatalogEntry, read_catalog
-from jobs.flow import FlowError
+from jobs.workloads import Workload, locate_data
 
-JOBS_DIR = Path(__file__).parent
+JOBS_DIR = Path(__file__).parent.parent
 ENVIRONMENTS_DIR = JOBS_DIR / "specs" / "environments"
 CODE_DIR = JOBS_DIR / "src"
 # downloaded sources and the MLTable folders built from them (git-ignored)
@@ -64,40 +61,6 @@ def tabular():
     return module
 
 
-def _extract(archive: bytes, member: str) -> bytes:
-    *nested, name = member.split("/")
-    for inner in nested:
-        archive = zipfile.ZipFile(io.BytesIO(archive)).read(inner)
-    return zipfile.ZipFile(io.BytesIO(archive)).read(name)
-
-
-def locate(entry: CatalogEntry, data_dir: Path | None, offline: bool) -> Path | None:
-    """The entry's CSV on this machine: `data_dir/<file>`, a local source, or the source downloaded once
-    into the work folder. None when only a download could get it and `offline` forbids that."""
-    if data_dir is not None and (data_dir / entry.file).is_file():
-        return data_dir / entry.file
-    if not entry.is_url:
-        source = (JOBS_DIR.parent / entry.source).resolve()
-        if not source.is_file():
-            raise FlowError(f"{CATALOG}: {entry.key}.source: file not found: {source}")
-        return source
-    cached = WORK_DIR / "sources" / entry.key / entry.file
-    if cached.is_file():
-        return cached
-    if offline:
-        return None
-    try:
-        with urllib.request.urlopen(entry.source, timeout=120) as response:
-            content = response.read()
-    except OSError as error:
-        raise FlowError(f"{CATALOG}: {entry.key}.source: download of {entry.source} failed: {error}") from None
-    if entry.member:
-        content = _extract(content, entry.member)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_bytes(content)
-    return cached
-
-
 @dataclass(frozen=True)
 class Asset:
     """An entity to register and the digest of its content (its version's source)."""
@@ -124,13 +87,14 @@ def _asset(entity: Data | Environment, digest: str) -> Asset:
     return Asset(entity, digest)
 
 
-def data_assets(data_dir: Path | None, offline: bool = False) -> list[Asset]:
-    """Per catalog entry: `<key>` (uri_file, every row), `<key>-mltable` (the training rows) and
+def data_assets(workloads: list[Workload], data_dir: Path | None, offline: bool = False) -> list[Asset]:
+    """Per workload's data: `<key>` (uri_file, every row), `<key>-mltable` (the training rows) and
     `<key>-test-mltable` (the held-out rows train.py and the MLP test on), for AutoML's training_data and
     test_data. A source that is not on this machine while `offline` gets a placeholder path and version."""
     assets = []
-    for entry in read_catalog().values():
-        csv = locate(entry, data_dir, offline)
+    for workload in workloads:
+        entry = workload.data
+        csv = locate_data(workload, data_dir, WORK_DIR / "sources" / entry.key, offline)
         description = f"{entry.key} ({entry.task}, target {entry.target!r}) from {entry.source}"
         folders = {}
         if csv is not None:

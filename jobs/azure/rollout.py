@@ -17,7 +17,7 @@ from azure.ai.ml import MLClient
 from azure.ai.ml.entities import OnlineDeployment, OnlineEndpoint
 from azure.core.exceptions import ResourceNotFoundError
 
-from jobs.flow import Endpoint, FlowError, Report
+from jobs.flow import Endpoint, FlowError, Report, answer_problem
 
 LOG_LINES = 50
 # azure-ai-ml's pollers have no timeout of their own: `.result()` waits until the service reaches a
@@ -80,15 +80,15 @@ def score(ml_client: MLClient, endpoint_name: str, payload: dict, deployment_nam
     return predictions
 
 
-def _smoke_test(ml_client: MLClient, deployment: OnlineDeployment, payload: dict) -> list:
-    rows = len(payload.get("data", []))
+def _smoke_test(ml_client: MLClient, deployment: OnlineDeployment, payload: dict, task: str) -> list:
     try:
-        predictions = score(ml_client, deployment.endpoint_name, payload, deployment.name)
+        answers = score(ml_client, deployment.endpoint_name, payload, deployment.name)
     except Exception as error:  # any failure to answer is a failed smoke test
         raise FlowError(f"no valid answer: {error}") from None
-    if len(predictions) != rows or not all(isinstance(p, (int, float)) for p in predictions):
-        raise FlowError(f"expected {rows} numeric predictions, got {str(predictions)[:200]}")
-    return predictions
+    problem = answer_problem(task, answers, len(payload.get("data", [])))
+    if problem:
+        raise FlowError(problem)
+    return answers
 
 
 def _logs(ml_client: MLClient, deployment: OnlineDeployment) -> str:
@@ -117,9 +117,12 @@ def roll_out(
     endpoint: OnlineEndpoint,
     deployment: OnlineDeployment,
     payload: dict,
+    task: str,
     report: Report,
     options: RolloutOptions = RolloutOptions(),
 ) -> Endpoint:
+    """Roll `deployment` out on `endpoint` (created when missing); `payload` smoke-tests it, its answers
+    checked as the workload's `task` answers."""
     try:
         live = ml_client.online_endpoints.get(endpoint.name)
     except ResourceNotFoundError:
@@ -156,7 +159,7 @@ def roll_out(
         )
 
     try:
-        predictions = _smoke_test(ml_client, deployment, payload)
+        predictions = _smoke_test(ml_client, deployment, payload, task)
     except FlowError as error:
         raise FlowError(
             f"smoke test of deployment {deployment.name} on endpoint {endpoint.name} failed: {error}\n"

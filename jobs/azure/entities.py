@@ -1,13 +1,15 @@
-"""Azure ML entities built from the CLI v2 specs and the stack outputs, without touching the network.
+"""Azure ML entities built from the workloads' CLI v2 specs and the stack outputs, without touching the network.
 
 The dry run prints exactly these entities; the Azure target sends them. Specs name compute and assets
 by placeholder (`azureml:cpu-cluster`, `azureml:housing@latest`); here compute comes from the stack
-outputs and every asset the stage registers is pinned to the version registered for this run.
+outputs and every asset the stage registers is pinned to the version registered for this run. Endpoint,
+model and deployment names come from the workload (the stack outputs name only what `pulumi up` creates).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import subprocess
@@ -27,16 +29,19 @@ from azure.ai.ml.entities import (
 )
 
 from infra import outputs as keys
-from jobs.azure_assets import Asset, digest_folder, digest_text
-from jobs.flow import HOLDOUT_METRIC, MODEL_NAME, SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
+from infra.naming import ENDPOINT_RULE
+from jobs.azure.assets import Asset, digest_folder, digest_text
+from jobs.flow import SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
+from jobs.workloads import Workload
 
 ENDPOINTS_DIR = SPECS_DIR / "endpoints"
 # the compute placeholders the job specs use -> the output naming that compute
 COMPUTE_PLACEHOLDERS = {"cpu-cluster": keys.CPU_CLUSTER, "gpu-cluster": keys.GPU_CLUSTER}
 # a managed deployment's outbound access on a private stack
 PRIVATE_EGRESS = "disabled"
-# endpoint kind -> the output naming the endpoint
-ENDPOINT_KINDS = {"managed": keys.MANAGED_ENDPOINT, "kubernetes": keys.KUBERNETES_ENDPOINT}
+# endpoint kind -> what its name says: `<workload>-<label>-<6 hex>`
+ENDPOINT_LABELS = {"managed": "online", "kubernetes": "k8s"}
+ENDPOINT_SUFFIX = 6
 # an asset reference as written in a spec (`azureml:housing@latest`) or as loaded (`housing@latest`)
 _REFERENCE = re.compile(r"^(?:azureml:)?(?P<name>[A-Za-z0-9_.-]+?)(?:@latest|:[A-Za-z0-9_.-]+)?$")
 
@@ -71,7 +76,7 @@ def compute_for(job: Job, entity: AzureJob, outputs: Mapping[str, str | None]) -
     placeholder = str(entity.compute or "").removeprefix("azureml:")
     if placeholder not in COMPUTE_PLACEHOLDERS:
         raise FlowError(
-            f"{SPECS_DIR / job.spec}: compute {entity.compute!r} is none of the placeholders "
+            f"{job.spec}: compute {entity.compute!r} is none of the placeholders "
             f"{', '.join('azureml:' + p for p in COMPUTE_PLACEHOLDERS)}"
         )
     compute = outputs.get(COMPUTE_PLACEHOLDERS[placeholder])
@@ -86,7 +91,7 @@ def git_commit() -> str:
     """The commit being run: GITHUB_SHA in CI, else the checkout's HEAD (+ "-dirty" with local changes)."""
     if os.environ.get("GITHUB_SHA"):
         return os.environ["GITHUB_SHA"]
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parent.parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
@@ -105,7 +110,7 @@ class BuiltJob:
 def build_job(job: Job, outputs: Mapping[str, str | None], assets: Mapping[str, Asset]) -> BuiltJob:
     """The job from its spec, on the compute the stack outputs name, with our assets pinned, and named
     after everything that determines its result, so an unchanged re-run finds the job it already ran."""
-    spec = SPECS_DIR / job.spec
+    spec = job.spec
     if not spec.is_file():
         raise FlowError(f"job {job.key}: spec not found: {spec}")
     entity = load_job(spec)
@@ -121,26 +126,40 @@ def build_job(job: Job, outputs: Mapping[str, str | None], assets: Mapping[str, 
     code_digest = digest_folder((spec.parent / code).resolve()) if isinstance(code, str) else ""
     inputs = digest_text(spec.read_text(), code_digest, compute, *sorted(references))
     entity.name = f"{job.key}-{inputs[:10]}"
-    entity.experiment_name = entity.experiment_name or job.key
-    entity.tags = {**(entity.tags or {}), "job": job.key, "git_commit": git_commit()}
+    entity.experiment_name = entity.experiment_name or job.workload
+    entity.tags = {**(entity.tags or {}), "workload": job.workload, "job": job.key, "git_commit": git_commit()}
     return BuiltJob(job, entity, note)
 
 
-def model_entity(best: JobResult, version: str) -> Model:
+def model_entity(workload: Workload, best: JobResult, version: str) -> Model:
     return Model(
-        name=MODEL_NAME,
+        name=workload.model,
         version=version,
         path=best.model_uri,
         type=AssetTypes.MLFLOW_MODEL,
-        description=f"best housing regressor on the held-out split, from {best.job.key}",
+        description=f"{workload.description}: the best of its candidates on held-out {workload.metric}, from {best.job.key}",
         tags={
-            "metric": HOLDOUT_METRIC,
-            HOLDOUT_METRIC: f"{best.metrics[HOLDOUT_METRIC]:.6g}",
+            "workload": workload.name,
+            "metric": workload.metric,
+            workload.metric: f"{best.metrics[workload.metric]:.6g}",
             "source_job": best.run_name,
             "job": best.job.key,
             "git_commit": git_commit(),
         },
     )
+
+
+def endpoint_name(workload: Workload, kind: str, outputs: Mapping[str, str | None]) -> str:
+    """`<workload>-<online|k8s>-<6 hex>`: online endpoint names are unique per Azure region, so the suffix is
+    derived from the workspace's identity (subscription, resource group, workspace); the workload's name is
+    short enough for the whole to keep the endpoint rule (infra/naming.py)."""
+    workspace = "/".join(outputs[key] for key in (keys.SUBSCRIPTION_ID, keys.RESOURCE_GROUP, keys.WORKSPACE))
+    suffix = hashlib.sha256(workspace.lower().encode()).hexdigest()[:ENDPOINT_SUFFIX]
+    name = f"{workload.name}-{ENDPOINT_LABELS[kind]}-{suffix}"
+    problem = ENDPOINT_RULE.check(name)
+    if problem:
+        raise FlowError(f"{workload.file}: name {workload.name!r} {problem}")
+    return name
 
 
 def _spec(kind: str, role: str) -> Path:
@@ -150,9 +169,11 @@ def _spec(kind: str, role: str) -> Path:
     return spec
 
 
-def endpoint_entity(kind: str, outputs: Mapping[str, str | None]) -> OnlineEndpoint:
+def endpoint_entity(workload: Workload, kind: str, outputs: Mapping[str, str | None]) -> OnlineEndpoint:
     endpoint = load_online_endpoint(_spec(kind, "endpoint"))
-    endpoint.name = outputs[ENDPOINT_KINDS[kind]]
+    endpoint.name = endpoint_name(workload, kind, outputs)
+    endpoint.description = workload.description
+    endpoint.tags = {**(endpoint.tags or {}), "workload": workload.name}
     endpoint.auth_mode = "key"
     if kind == "kubernetes":
         endpoint.compute = outputs[keys.KUBERNETES_COMPUTE]
@@ -160,13 +181,13 @@ def endpoint_entity(kind: str, outputs: Mapping[str, str | None]) -> OnlineEndpo
 
 
 def deployment_entity(
-    kind: str, outputs: Mapping[str, str | None], model: RegisteredModel, assets: Mapping[str, Asset]
+    workload: Workload, kind: str, outputs: Mapping[str, str | None], model: RegisteredModel, assets: Mapping[str, Asset]
 ) -> OnlineDeployment:
     """The deployment of `model`, named after everything it serves (model, spec, scoring code,
     environment, egress), so a deployment that already serves exactly this is recognised on a re-run."""
     spec = _spec(kind, "deployment")
     deployment = load_online_deployment(spec)
-    deployment.endpoint_name = outputs[ENDPOINT_KINDS[kind]]
+    deployment.endpoint_name = endpoint_name(workload, kind, outputs)
     deployment.model = f"azureml:{model.name}:{model.version}"
     if isinstance(deployment.environment, str):
         deployment.environment = pin(deployment.environment, assets)

@@ -1,0 +1,98 @@
+"""A scoring script under the Azure ML inference server (azmlinfsrv) on 127.0.0.1, and the HTTP client that
+calls it: the local target's online endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from jobs.flow import SPECS_DIR, FlowError
+
+SCORING_SCRIPT = SPECS_DIR.parent / "src" / "score.py"
+LOG_TAIL_LINES = 25
+SERVER_START_SECONDS = 120
+# azmlinfsrv listens on 0.0.0.0 (right in a container); on a workstation keep the unauthenticated model local
+LAUNCH_SERVER = (
+    "import sys; from azureml_inference_server_http import amlserver; "
+    "amlserver.DEFAULT_HOST = '127.0.0.1'; sys.argv[0] = 'azmlinfsrv'; amlserver.run()"
+)
+
+
+class LocalServer:
+    """A scoring script (score.py unless told) under azmlinfsrv on 127.0.0.1, in its own process group."""
+
+    def __init__(self, model_dir: Path, port: int, log_path: Path, workers: int, script: Path = SCORING_SCRIPT):
+        self.model_dir, self.port, self.log_path, self.workers = model_dir, port or free_port(), log_path, workers
+        self.script = Path(script).resolve()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "LocalServer":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "WORKER_COUNT": str(self.workers), "AML_APP_ROOT": str(self.script.parent)}
+        command = [sys.executable, "-c", LAUNCH_SERVER, "--entry_script", str(self.script),
+                   "--model_dir", str(self.model_dir), "--port", str(self.port)]  # fmt: skip
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.script.parent, start_new_session=True
+            )
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise FlowError(f"the inference server exited with {self.process.returncode}:\n{tail(self.log_path)}")
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.25)
+        self.stop()
+        raise FlowError(f"the inference server was not healthy after {SERVER_START_SECONDS}s:\n{tail(self.log_path)}")
+
+    def wait(self) -> int:
+        return self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # gunicorn's master and its workers
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def invoke(scoring_uri: str, payload: dict, timeout: float = 30) -> list:
+    """POST a request to a scoring URL; a non-2xx answer raises FlowError with the server's message."""
+    request = urllib.request.Request(
+        scoring_uri, json.dumps(payload).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        raise FlowError(f"{scoring_uri} answered {error.code}: {error.read().decode(errors='replace')}") from None
+    except urllib.error.URLError as error:
+        raise FlowError(f"{scoring_uri} is not reachable: {error.reason}") from None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"

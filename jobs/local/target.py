@@ -1,0 +1,433 @@
+"""The local target: every workload's job specs, training code and scoring script, on this machine, with no
+Azure.
+
+- Command jobs and sweep trials run as local processes from their spec's `code:` folder, with
+  `${{inputs.*}}`, `${{outputs.*}}` and `${{search_space.*}}` replaced by local paths and sampled values, and
+  this interpreter as `python`.
+- AutoML specs run through FLAML (jobs/src/automl.py): jobs/local/automl.py maps the spec to its command line
+  and reports every setting it cannot apply; the time budget is the spec's, capped by --automl-minutes.
+- MLflow tracks everything in a local SQLite store (`<work dir>/mlflow.db`): each job or trial gets a run
+  that the script resumes through MLFLOW_RUN_ID, as Azure ML hands one to a job. The registry is the same
+  store.
+- Sweeps sample trials from the spec's search space (random, seeded) within a small trial budget, stop
+  trials by the spec's bandit policy on the metric they log every epoch, and pick the best trial by the
+  spec's objective.
+- Each workload's registered model is served with score.py by the Azure ML inference server (azmlinfsrv)
+  on 127.0.0.1, as a managed online deployment would serve it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from jobs.flow import SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report
+from jobs.local.server import LocalServer, invoke, tail
+from jobs.local.specs import Bandit, render, sample
+from jobs.workloads import CatalogEntry, Workload, catalog, locate_data
+
+SOURCE_DIR = SPECS_DIR.parent / "src"
+POLL_SECONDS = 0.5
+# the most minutes one AutoML job gets here (its spec's limit is for Azure's clusters): what keeps
+# `make local`, both workloads and every candidate, within about 4 minutes on a 2-core machine
+AUTOML_MINUTES = 0.75
+# an AutoML job's data inputs, and the suffixes of the MLTable assets the Azure target registers per workload
+AUTOML_DATA = ("training_data", "validation_data", "test_data")
+MLTABLE_SUFFIXES = ("-test-mltable", "-mltable")
+
+
+def load_spec(job: Job) -> dict:
+    if not job.spec.is_file():
+        raise FlowError(f"job {job.key}: spec not found: {job.spec}")
+    return yaml.safe_load(job.spec.read_text())
+
+
+@dataclass
+class Trial:
+    number: int
+    params: dict
+    run_id: str
+    status: str = "Running"
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str | None = None
+    error: str | None = None
+    log: Path | None = None
+
+
+class LocalTarget:
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        work_dir: Path = Path(".local"),
+        trials: int = 3,
+        fixed: dict | None = None,
+        seed: int = 0,
+        port: int = 0,
+        workers: int = min(2, os.cpu_count() or 1),
+        parallel: int | None = None,
+        automl_minutes: float = AUTOML_MINUTES,
+    ):
+        self.data_dir, self.work_dir = Path(data_dir).resolve(), Path(work_dir).resolve()
+        self.trials, self.fixed, self.seed, self.port, self.workers = trials, fixed or {}, seed, port, workers
+        self.automl_minutes = automl_minutes
+        # one training process per core by default, each with its share of the cores' threads (OpenMP's
+        # OMP_NUM_THREADS, which train.py and automl.py read): processes that each take every core only
+        # slow each other down
+        if parallel is not None and parallel < 1:
+            raise FlowError(f"--parallel must be at least 1, not {parallel}")
+        cores = os.cpu_count() or 1
+        self.parallel = parallel or cores
+        self.threads = str(max(1, cores // self.parallel))
+        self.slots = threading.Semaphore(self.parallel)
+        self.catalog: dict[str, CatalogEntry] = {}
+        self.data_files: dict[str, Path] = {}
+        self.servers: list[LocalServer] = []
+        self._client = None
+        self._best_trials: dict[str, str] = {}
+
+    # -- MLflow ---------------------------------------------------------------------------------------
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.work_dir / 'mlflow.db'}"
+
+    @property
+    def client(self):
+        if self._client is None:
+            import mlflow
+
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            self._client = mlflow.MlflowClient(self.tracking_uri, self.tracking_uri)
+        return self._client
+
+    def _experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=(self.work_dir / "artifacts" / name).as_uri())
+
+    # -- Target ---------------------------------------------------------------------------------------
+
+    def prepare(self, workloads: list[Workload], report: Report) -> None:
+        """Each workload's data file: in --data-dir, or downloaded there once from its source."""
+        self.catalog = catalog(workloads)
+        problems = []
+        for workload in workloads:
+            entry = workload.data
+            for job in workload.jobs:  # every data asset a spec names belongs to a workload
+                self._data_assets(load_spec(job))
+            if entry.is_url and not (self.data_dir / entry.file).is_file():
+                report(f"{workload.name}: {entry.file} is not in {self.data_dir}: downloading {entry.source}")
+            try:
+                self.data_files[entry.key] = locate_data(workload, self.data_dir, self.data_dir)
+            except FlowError as error:
+                problems.append(str(error))
+            else:
+                report(f"{workload.name}: data {entry.key}: {self.data_files[entry.key]}")
+        for workload in workloads:  # an AutoML spec that cannot run here fails before any job starts
+            for job in workload.jobs:
+                spec = load_spec(job)
+                if spec.get("type") == "automl" and workload.data.key in self.data_files:
+                    try:
+                        self._automl_command(job, spec, self.work_dir / "runs")
+                    except FlowError as error:
+                        problems.append(str(error))
+        if problems:  # every problem at once
+            raise FlowError("\n".join(problems))
+        report(f"MLflow tracking and registry: {self.tracking_uri}")
+        for workload in workloads:  # creates the store (and its tables) before any job writes to it
+            self._experiment(workload.name)
+
+    def unsupported(self, job: Job) -> str | None:
+        return None
+
+    def run_job(self, job: Job, report: Report) -> JobResult:
+        spec = load_spec(job)
+        kind = spec.get("type")
+        if kind == "sweep":
+            return self._run_sweep(job, spec, report)
+        if kind == "automl":
+            return self._run_automl(job, spec, report)
+        return self._run_command(job, spec, report)
+
+    def register_model(self, workload: Workload, best: JobResult) -> RegisteredModel:
+        import mlflow
+
+        self.client  # noqa: B018  (points mlflow at the local store)
+        value = best.metrics[workload.metric]
+        tags = {
+            "metric": workload.metric,
+            workload.metric: repr(value),
+            "workload": workload.name,
+            "source_job": best.job.key,
+            "source_run": self._best_trials.get(best.job.key, best.run_name),
+        }
+        version = mlflow.register_model(best.model_uri, workload.model, tags=tags)
+        return RegisteredModel(workload.model, str(version.version), workload.metric, value, best.run_name)
+
+    def deploy(self, workload: Workload, model: RegisteredModel, report: Report) -> list[Endpoint]:
+        import mlflow
+
+        self.client  # noqa: B018
+        # the layout Azure ML mounts: AZUREML_MODEL_DIR/<name>/<version>/<model folder>
+        model_dir = self.work_dir / "models" / model.name / model.version
+        if not (model_dir / "model" / "MLmodel").is_file():
+            shutil.rmtree(model_dir, ignore_errors=True)
+            mlflow.artifacts.download_artifacts(f"models:/{model.name}/{model.version}", dst_path=str(model_dir / "model"))
+        log_path = self.work_dir / "logs" / f"server-{model.name}-{model.version}.log"
+        server = LocalServer(model_dir, self.port, log_path, self.workers)
+        report(f"starting azmlinfsrv with score.py for {model.name}:{model.version} (log: {log_path})")
+        self.servers.append(server.start())
+        report(f"healthy at {server.url}")
+        return [Endpoint(f"local-{workload.name}", "local", f"{server.url}/score", f"{server.url}/swagger.json")]
+
+    def invoke(self, endpoint: Endpoint, payload: dict) -> list:
+        return invoke(endpoint.scoring_uri, payload)
+
+    # -- beyond the protocol ----------------------------------------------------------------------------
+
+    def latest_model(self, workload: Workload) -> RegisteredModel:
+        found = self.client.search_model_versions(f"name='{workload.model}'", order_by=["version_number DESC"], max_results=1)
+        if not found:
+            raise FlowError(
+                f"no {workload.model} model in the local registry {self.tracking_uri}: run "
+                f"`python -m jobs run --local --workload {workload.name}` first"
+            )
+        version = found[0]
+        value = float(version.tags.get(workload.metric, "nan"))
+        return RegisteredModel(version.name, str(version.version), workload.metric, value, version.tags.get("source_run", ""))
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.servers.clear()
+
+    # -- data -----------------------------------------------------------------------------------------
+
+    def _data_assets(self, spec: dict) -> list[str]:
+        """The data assets a spec reads (`azureml:NAME@latest`), as catalog keys: an AutoML job's MLTable
+        assets are its workload's data, which the script splits itself the same way."""
+        values = list((spec.get("inputs") or {}).values()) + [spec.get(name) for name in AUTOML_DATA]
+        names = []
+        for value in values:
+            if isinstance(value, dict) and str(value.get("path", "")).startswith("azureml:"):
+                asset = re.split(r"[@:]", value["path"].removeprefix("azureml:"))[0]
+                names.append(self._catalog_key(asset))
+        return names
+
+    def _catalog_key(self, asset: str) -> str:
+        if asset in self.catalog:
+            return asset
+        for suffix in MLTABLE_SUFFIXES:
+            if asset.endswith(suffix) and asset.removesuffix(suffix) in self.catalog:
+                return asset.removesuffix(suffix)
+        raise FlowError(f"data asset {asset!r} belongs to no workload's data (known: {', '.join(self.catalog)})")
+
+    def _data_file(self, key: str) -> Path:
+        if key not in self.data_files:
+            raise FlowError(f"data {key!r} was not prepared: run the workload through the flow (prepare first)")
+        return self.data_files[key]
+
+    def _inputs(self, spec: dict) -> dict[str, str]:
+        values = {}
+        for name, value in (spec.get("inputs") or {}).items():
+            if isinstance(value, dict):
+                path = str(value.get("path", ""))
+                if not path.startswith("azureml:"):
+                    raise FlowError(f"input {name}: only data asset references (azureml:NAME) run locally, not {path!r}")
+                values[name] = str(self._data_file(self._data_assets({"inputs": {name: value}})[0]))
+            else:
+                values[name] = str(value)
+        return values
+
+    # -- processes ------------------------------------------------------------------------------------
+
+    def _start_run(self, experiment: str, name: str, tags: dict) -> str:
+        return self.client.create_run(self._experiment(experiment), run_name=name, tags=tags).info.run_id
+
+    def _execute(self, command: str, code: Path, run_id: str, run_dir: Path, on_poll=None) -> tuple[int, Path]:
+        """Run one command as a local process in `code`; `on_poll` may return a reason to stop it early."""
+        log_path = run_dir / "user_logs" / "std_log.txt"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        (log_path.parent / "command.txt").write_text(command + "\n")
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "MLFLOW_RUN_ID": run_id,
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or self.threads,
+        }
+        with self.slots, log_path.open("w") as log:
+            process = subprocess.Popen(
+                ["/bin/bash", "-c", command], cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            while process.poll() is None:
+                time.sleep(POLL_SECONDS)
+                reason = on_poll() if on_poll else None
+                if reason:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    process.wait()
+                    raise _Stopped(reason)
+        return process.returncode, log_path
+
+    def _spec_command(self, job: Job, command_spec: dict, spec: dict, values: dict, run_dir: Path) -> tuple[str, Path]:
+        """A spec's command with its placeholders filled in, and its code folder (relative to the spec)."""
+        outputs = {name: str(run_dir / "outputs" / name) for name in spec.get("outputs") or {}}
+        code = (job.spec.parent / command_spec.get("code", ".")).resolve()
+        return render(command_spec["command"], {**values, "outputs": outputs}), code
+
+    def _finish(self, run_id: str, run_dir: Path) -> tuple[dict[str, float], str]:
+        """The run's metrics and the runs:/ URI of the MLflow model it saved."""
+        models = sorted((run_dir / "outputs").rglob("MLmodel"), key=lambda p: len(p.parts))
+        if not models:
+            raise FlowError(f"the run wrote no MLflow model (no MLmodel file under {run_dir / 'outputs'})")
+        relative = models[0].parent.relative_to(run_dir / "outputs")
+        artifact_path = "/".join(relative.parts[1:])  # outputs/<name>/<path>: the script logs <name>'s content
+        if not artifact_path or not self.client.list_artifacts(run_id, artifact_path):
+            artifact_path = "/".join(("outputs", *relative.parts))
+            self.client.log_artifacts(run_id, str(models[0].parent), artifact_path)
+        self.client.set_terminated(run_id, "FINISHED")
+        return self.client.get_run(run_id).data.metrics, f"runs:/{run_id}/{artifact_path}"
+
+    def _failed(self, job: Job, run_id: str, code: int, log_path: Path) -> JobResult:
+        self.client.set_terminated(run_id, "FAILED")
+        return JobResult(job, run_id, "Failed", error=f"exit code {code}", log=f"{log_path}\n{tail(log_path)}")
+
+    def _run_process(self, job: Job, spec: dict, build: Callable[[Path], tuple[str, Path]], report: Report) -> JobResult:
+        """One job as one process and one MLflow run: its held-out metrics and model, or its failure. `build`
+        makes the command and its code folder for the run's folder."""
+        run_id = self._start_run(spec.get("experiment_name", job.workload), job.key, {"job": job.key, "workload": job.workload})
+        run_dir = self.work_dir / "runs" / job.key / run_id
+        report(f"running as MLflow run {run_id} (log: {run_dir / 'user_logs' / 'std_log.txt'})")
+        exit_code, log_path = self._execute(*build(run_dir), run_id, run_dir)
+        if exit_code != 0:
+            report(f"failed with exit code {exit_code}")
+            return self._failed(job, run_id, exit_code, log_path)
+        metrics, model_uri = self._finish(run_id, run_dir)
+        report(f"completed: {_shown(metrics)}")
+        return JobResult(job, run_id, "Completed", metrics=metrics, model_uri=model_uri, log=str(log_path))
+
+    def _run_command(self, job: Job, spec: dict, report: Report) -> JobResult:
+        values = {"inputs": self._inputs(spec)}
+        return self._run_process(job, spec, lambda run_dir: self._spec_command(job, spec, spec, values, run_dir), report)
+
+    def _automl_command(self, job: Job, spec: dict, output: Path) -> tuple[list[str], list[str]]:
+        """automl.py's command line for an AutoML spec, and a note for each setting it cannot apply here; a
+        spec that cannot run here at all is a FlowError naming the file and the key."""
+        from jobs.local.automl import SpecError, command_for
+
+        (data,) = set(self._data_assets(spec)) or {None}
+        if data is None:
+            raise FlowError(f"job {job.key}: {job.spec}: training_data: names no data asset of the workload")
+        try:
+            return command_for(spec, job.spec, self._data_file(data), output, self.automl_minutes)
+        except SpecError as error:
+            raise FlowError(f"job {job.key}: {error}") from None
+
+    def _run_automl(self, job: Job, spec: dict, report: Report) -> JobResult:
+        """An AutoML spec through FLAML: the workload's data file (automl.py holds out the same split),
+        the spec's settings mapped, and what cannot be mapped said rather than ignored."""
+
+        def build(run_dir: Path) -> tuple[str, Path]:
+            argv, notes = self._automl_command(job, spec, run_dir / "outputs" / "results")
+            for note in notes:
+                report(f"AutoML here: {note}")
+            return shlex.join(argv), SOURCE_DIR
+
+        return self._run_process(job, spec, build, report)
+
+    def _run_trial(self, job: Job, trial: Trial, spec: dict, inputs: dict, sweep_dir: Path, metric: str, bandit, report: Report):
+        """Run one trial to its end, or until the bandit policy stops it; sets the trial's outcome."""
+        run_dir = sweep_dir / f"trial-{trial.number}"
+
+        def history() -> list[float]:
+            return [m.value for m in sorted(self.client.get_metric_history(trial.run_id, metric), key=lambda m: m.step)]
+
+        values = {"inputs": inputs, "search_space": {name: str(value) for name, value in trial.params.items()}}
+        try:
+            command, folder = self._spec_command(job, spec["trial"], spec, values, run_dir)
+            code, log_path = self._execute(command, folder, trial.run_id, run_dir,
+                                           (lambda: bandit.verdict(history())) if bandit else None)  # fmt: skip
+        except _Stopped as stopped:
+            trial.status = "Canceled"
+            self.client.set_terminated(trial.run_id, "KILLED")
+            report(f"trial {trial.number} stopped by the bandit policy: {stopped}")
+        else:
+            if code != 0:
+                trial.status, trial.error, trial.log = "Failed", f"exit code {code}", log_path
+                self.client.set_terminated(trial.run_id, "FAILED")
+                report(f"trial {trial.number} failed with exit code {code} (log: {log_path})")
+                return
+            trial.metrics, trial.model_uri = self._finish(trial.run_id, run_dir)
+            trial.status = "Completed"
+            report(f"trial {trial.number} completed: {_shown(trial.metrics)}")
+        if bandit:
+            bandit.record(history())
+
+    def _run_sweep(self, job: Job, spec: dict, report: Report) -> JobResult:
+        objective = spec.get("objective") or {}
+        metric, goal = objective.get("primary_metric"), str(objective.get("goal", "minimize"))
+        if not metric:
+            raise FlowError(f"job {job.key}: the sweep has no objective.primary_metric")
+        policy = spec.get("early_termination") or {}
+        bandit = Bandit(policy, goal) if policy.get("type") == "bandit" else None
+        if policy and not bandit:
+            report(f"early termination {policy.get('type')!r} is not applied locally (only bandit is)")
+        if spec.get("sampling_algorithm", "random") != "random":
+            report(f"sampling_algorithm {spec['sampling_algorithm']!r} runs as random sampling locally")
+        budget = min(self.trials, int((spec.get("limits") or {}).get("max_total_trials", self.trials)))
+        parent = self._start_run(spec.get("experiment_name", job.workload), job.key, {"job": job.key, "sweep": "parent"})
+        inputs = self._inputs(spec)
+        rng = random.Random(self.seed)
+        trials: list[Trial] = []
+        report(f"sweep as MLflow run {parent}: {budget} trial(s), objective {goal} {metric}")
+        for number in range(1, budget + 1):
+            params = sample(spec.get("search_space") or {}, rng, self.fixed)
+            run_id = self._start_run(
+                spec.get("experiment_name", job.workload), f"{job.key}-trial-{number}",
+                {"mlflow.parentRunId": parent, "job": job.key, "trial": str(number)},
+            )  # fmt: skip
+            trials.append(Trial(number, params, run_id))
+            report(f"trial {number}/{budget} ({run_id}): {_shown(params)}")
+            self._run_trial(job, trials[-1], spec, inputs, self.work_dir / "runs" / job.key / parent, metric, bandit, report)
+        completed = [t for t in trials if t.status == "Completed" and metric in t.metrics]
+        if not completed:
+            self.client.set_terminated(parent, "FAILED")
+            failed = [t for t in trials if t.status == "Failed"]
+            if failed:
+                return JobResult(job, parent, "Failed", error=f"no trial completed; trial {failed[-1].number} {failed[-1].error}",
+                                 log=f"{failed[-1].log}\n{tail(failed[-1].log)}")  # fmt: skip
+            return JobResult(job, parent, "Failed", error=f"no trial completed with a {metric} (all stopped early)")
+        pick = min if goal.lower() == "minimize" else max
+        best = pick(completed, key=lambda t: t.metrics[metric])
+        self._best_trials[job.key] = best.run_id
+        self.client.set_tag(parent, "best_child_run_id", best.run_id)
+        self.client.set_terminated(parent, "FINISHED")
+        report(f"best trial {best.number} ({best.run_id}): {metric}={best.metrics[metric]:,.6g} {_shown(best.params)}")
+        return JobResult(job, parent, "Completed", metrics=best.metrics, primary_metric=metric, model_uri=best.model_uri)
+
+
+class _Stopped(Exception):
+    """A trial stopped by the early termination policy."""
+
+
+def _shown(values: dict) -> str:
+    return " ".join(f"{k}={v:,.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(values.items()))

@@ -1,0 +1,306 @@
+"""Workloads: one prediction problem each, declared in `workloads/<name>/workload.yml` and owned by its folder.
+
+A workload holds its data (the catalog entry the jobs read), its candidate jobs (Azure ML CLI v2 specs in
+its folder), the held-out metric that compares them on the same split, the registered model's name, where
+the winner serves, and the request that calls it. The flow runs every workload, or those named; adding one
+is adding a folder, never a code change.
+
+    name: housing
+    description: Median house value of California census districts
+    data:                      # the catalog entry: file (in --data-dir), source (URL or path), target, task
+      file: housing.csv
+      source: https://...
+      target: median_house_value
+      task: regression
+    candidates: [lightgbm.yml, mlp-sweep.yml, automl-regression.yml]
+    compare: {metric: MAE, goal: minimize}
+    model: housing-regressor
+    serve:
+      online: [managed, kubernetes]
+      sample_request: sample-request.json
+
+Every problem in a workload file is reported at once, each naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+from urllib.request import urlopen
+
+import yaml
+
+from jobs.flow import FlowError, Job, JobResult
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS_DIR = ROOT / "workloads"
+WORKLOAD_FILE = "workload.yml"
+TASKS = ("regression", "classification")
+# every held-out metric the training scripts (train.py, train_mlp.py, automl.py) log, and which way is better
+METRICS = {
+    "regression": {"MAE": "minimize", "RMSE": "minimize", "NRMSE": "minimize", "R2": "maximize"},
+    "classification": {"AUC_weighted": "maximize", "accuracy": "maximize", "F1": "maximize"},
+}
+ONLINE_KINDS = ("managed", "kubernetes")
+JOB_TYPES = ("command", "sweep", "automl")
+# a workload's name becomes part of Azure names (data assets, jobs, endpoints: `<name>-online-<6 hex>` must
+# fit an online endpoint's 32 characters), so it is short, lower-case and starts with a letter
+NAME = re.compile(r"[a-z][a-z0-9-]{0,15}[a-z0-9]")
+# Azure ML asset names: letters, digits, '-', '_' and '.', starting with a letter or digit
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
+DATA_FIELDS = ("file", "source", "target", "task")
+
+
+class WorkloadError(FlowError):
+    """A workload that cannot be run; the message names the file and every bad key."""
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A workload's data: `file` in --data-dir, else `source` (a URL, or a path in the repository)."""
+
+    key: str  # the data asset name: the workload's name
+    file: str
+    source: str
+    target: str
+    task: str
+    member: str | None = None  # path inside a zip source; nested zips separated by "/"
+
+    @property
+    def is_url(self) -> bool:
+        return self.source.startswith(("https://", "http://"))
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    folder: Path
+    description: str
+    data: CatalogEntry
+    jobs: tuple[Job, ...]
+    metric: str  # the held-out metric that picks the winner
+    goal: str  # minimize | maximize
+    model: str  # the registered model's name
+    online: tuple[str, ...]  # the online endpoint kinds that serve the winner
+    sample_request: Path
+
+    @property
+    def task(self) -> str:
+        return self.data.task
+
+    @property
+    def file(self) -> Path:
+        return self.folder / WORKLOAD_FILE
+
+    def request(self) -> dict:
+        return json.loads(self.sample_request.read_text())
+
+    def best(self, results: Iterable[JobResult]) -> JobResult:
+        """The candidate with the best held-out metric; every candidate must have logged it."""
+        mine = [result for result in results if result.job.workload == self.name]
+        if not mine:
+            raise FlowError(f"workload {self.name}: no candidate ran, so there is no model to serve")
+        missing = [result.job.key for result in mine if self.metric not in result.metrics]
+        if missing:
+            raise FlowError(f"workload {self.name}: held-out {self.metric} missing from the results of {', '.join(missing)}")
+        pick = min if self.goal == "minimize" else max
+        return pick(mine, key=lambda result: result.metrics[self.metric])
+
+
+class _Problems:
+    def __init__(self, path: Path):
+        self.path, self.lines = path, []
+
+    def add(self, key: str, message: str) -> None:
+        self.lines.append(f"{key}: {message}")
+
+    def raise_any(self) -> None:
+        if self.lines:
+            raise WorkloadError(f"{self.path}:\n  " + "\n  ".join(self.lines))
+
+
+def load_workload(folder: Path) -> Workload:
+    """The workload in `folder`, or WorkloadError naming the file and every bad key."""
+    path = Path(folder) / WORKLOAD_FILE
+    if not path.is_file():
+        raise WorkloadError(f"{folder}: no {WORKLOAD_FILE} (a workload folder declares its workload there)")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise WorkloadError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise WorkloadError(f"{path}: expected a mapping of workload keys")
+    problems = _Problems(path)
+    known = {"name", "description", "data", "candidates", "compare", "model", "serve"}
+    for key in sorted(set(document) - known):
+        problems.add(key, f"not a workload key; known: {', '.join(sorted(known))}")
+
+    name = str(document.get("name") or "")
+    if not NAME.fullmatch(name):
+        problems.add("name", f"{name!r}: 2-17 lower-case letters, digits and '-', starting with a letter")
+    elif name != path.parent.name:
+        problems.add("name", f"{name!r} differs from its folder's name {path.parent.name!r}")
+
+    data = document.get("data") if isinstance(document.get("data"), dict) else {}
+    if not data:
+        problems.add("data", "required: file, source, target and task of the workload's data")
+    for field in DATA_FIELDS:
+        if data and not data.get(field):
+            problems.add(f"data.{field}", "required")
+    task = data.get("task")
+    if task and task not in TASKS:
+        problems.add("data.task", f"{task!r}; allowed: {', '.join(TASKS)}")
+
+    compare = document.get("compare") if isinstance(document.get("compare"), dict) else {}
+    metric, goal = compare.get("metric"), compare.get("goal")
+    metrics = METRICS.get(task, {})
+    if not metric:
+        problems.add("compare.metric", "required: the held-out metric that picks the best candidate")
+    elif task in METRICS and metric not in metrics:
+        problems.add("compare.metric", f"{metric!r} is not a held-out metric of {task}; known: {', '.join(metrics)}")
+    elif metric in metrics:
+        goal = goal or metrics[metric]
+        if goal != metrics[metric]:
+            problems.add("compare.goal", f"{goal!r}, but a better {metric} is {'lower' if metrics[metric] == 'minimize' else 'higher'}")
+
+    model = str(document.get("model") or "")
+    if not MODEL_NAME.fullmatch(model):
+        problems.add("model", f"{model!r}: the registered model's name (letters, digits, '-', '_', '.')")
+
+    jobs = []
+    candidates = document.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        problems.add("candidates", "required: a list of job spec files in this folder")
+        candidates = []
+    for index, spec_name in enumerate(candidates):
+        key = f"candidates[{index}]"
+        spec = path.parent / str(spec_name)
+        if not spec.is_file():
+            problems.add(key, f"spec not found: {spec}")
+            continue
+        job_problem = _check_spec(spec, data, task)
+        if job_problem:
+            problems.add(key, job_problem)
+        jobs.append(Job(name, f"{name}-{spec.stem}", spec))
+    keys = [job.key for job in jobs]
+    for duplicate in sorted({key for key in keys if keys.count(key) > 1}):
+        problems.add("candidates", f"{duplicate} is listed twice")
+
+    serve = document.get("serve") if isinstance(document.get("serve"), dict) else {}
+    online = serve.get("online") or []
+    if not isinstance(online, list) or not set(online) <= set(ONLINE_KINDS):
+        problems.add("serve.online", f"{online!r}; a list of endpoint kinds from: {', '.join(ONLINE_KINDS)}")
+    request = path.parent / str(serve.get("sample_request") or "")
+    if not serve.get("sample_request") or not request.is_file():
+        problems.add("serve.sample_request", f"a JSON request file in this folder, not found: {request}")
+    else:
+        try:
+            records = json.loads(request.read_text()).get("data")
+            if not isinstance(records, list) or not records:
+                problems.add("serve.sample_request", f"{request}: expected {{\"data\": [records...]}}")
+        except (ValueError, AttributeError) as error:
+            problems.add("serve.sample_request", f"{request}: not a JSON request: {error}")
+    problems.raise_any()
+
+    entry = CatalogEntry(name, *(str(data[field]) for field in DATA_FIELDS), member=data.get("member"))
+    return Workload(
+        name=name,
+        folder=path.parent,
+        description=str(document.get("description") or name),
+        data=entry,
+        jobs=tuple(jobs),
+        metric=metric,
+        goal=goal,
+        model=model,
+        online=tuple(online),
+        sample_request=request,
+    )
+
+
+def _check_spec(spec: Path, data: dict, task: str | None) -> str | None:
+    """Why a candidate's spec does not fit its workload, or None: a job type the flow runs, and an AutoML
+    job on the workload's task and target."""
+    try:
+        content = yaml.safe_load(spec.read_text())
+    except yaml.YAMLError as error:
+        return f"{spec.name}: not valid YAML: {error}"
+    kind = content.get("type") if isinstance(content, dict) else None
+    if kind not in JOB_TYPES:
+        return f"{spec.name}: job type {kind!r}; the flow runs {', '.join(JOB_TYPES)} jobs"
+    if kind == "automl":
+        if task and content.get("task") != task:
+            return f"{spec.name}: an AutoML {content.get('task')} job in a {task} workload"
+        if data.get("target") and content.get("target_column_name") != data["target"]:
+            return f"{spec.name}: target_column_name {content.get('target_column_name')!r}, but the data's target is {data['target']!r}"
+    return None
+
+
+def load_workloads(names: Iterable[str] = (), root: Path = WORKLOADS_DIR) -> list[Workload]:
+    """Every workload under `root` (or those named), in name order; a name given twice, a name two folders
+    declare, or a name that is not there is an error."""
+    folders = sorted(folder for folder in Path(root).iterdir() if (folder / WORKLOAD_FILE).is_file()) if Path(root).is_dir() else []
+    if not folders:
+        raise WorkloadError(f"{root}: no workloads (folders with a {WORKLOAD_FILE})")
+    workloads = [load_workload(folder) for folder in folders]
+    declared = [workload.name for workload in workloads]
+    twice = sorted({name for name in declared if declared.count(name) > 1})
+    if twice:
+        raise WorkloadError(f"{root}: workload name(s) declared twice: {', '.join(twice)}")
+    wanted = list(names)
+    unknown = sorted(set(wanted) - set(declared))
+    if unknown:
+        raise WorkloadError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(declared)}")
+    return [workload for workload in workloads if not wanted or workload.name in wanted]
+
+
+def _extract(archive: bytes, member: str) -> bytes:
+    *nested, name = member.split("/")
+    for inner in nested:
+        archive = zipfile.ZipFile(io.BytesIO(archive)).read(inner)
+    return zipfile.ZipFile(io.BytesIO(archive)).read(name)
+
+
+def locate_data(workload: Workload, data_dir: Path | None, download_dir: Path, offline: bool = False) -> Path | None:
+    """The workload's data file on this machine: `<data_dir>/<file>`, a source inside the repository, or the
+    source downloaded once (its archive member extracted) to `<download_dir>/<file>`. None when only a
+    download could get it and `offline` forbids that."""
+    entry = workload.data
+    if data_dir is not None and (Path(data_dir) / entry.file).is_file():
+        return Path(data_dir) / entry.file
+    if not entry.is_url:
+        source = (workload.folder / entry.source).resolve()
+        if not source.is_file():
+            raise WorkloadError(f"{workload.file}: data.source: file not found: {source}")
+        return source
+    downloaded = Path(download_dir) / entry.file
+    if downloaded.is_file():
+        return downloaded
+    if offline:
+        return None
+    try:
+        with urlopen(entry.source, timeout=120) as response:
+            content = response.read()
+        if entry.member:
+            content = _extract(content, entry.member)
+    except (OSError, zipfile.BadZipFile, KeyError) as error:
+        member = f" (the archive member {entry.member})" if entry.member else ""
+        raise FlowError(
+            f"data file {entry.file} not found in {data_dir}, and downloading it from {entry.source} failed: "
+            f"{error}. Download it{member} into {data_dir} yourself, or point --data-dir at the folder that "
+            f"holds it (workload {workload.name}: {workload.file})"
+        ) from None
+    downloaded.parent.mkdir(parents=True, exist_ok=True)
+    partial = downloaded.with_name(downloaded.name + ".part")  # never a half-written file under the real name
+    partial.write_bytes(content)
+    partial.replace(downloaded)
+    return downloaded
+
+
+def catalog(workloads: Iterable[Workload]) -> dict[str, CatalogEntry]:
+    """The data the workloads read, by data asset name."""
+    return {workload.data.key: workload.data for workload in workloads}
