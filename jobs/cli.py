@@ -114,7 +114,7 @@ def serve(args, target) -> None:
     # a service manager's SIGTERM, like Ctrl-C, unwinds through main() so the server is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
-        target.servers[0].wait()
+        target.servers[endpoint.name].wait()
 
 
 def submit(args, target) -> None:

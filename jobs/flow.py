@@ -85,6 +85,10 @@ class Target(Protocol):
 
     def invoke(self, endpoint: Endpoint, payload: dict) -> list: ...
 
+    def release(self, endpoints: list[Endpoint]) -> None:
+        """The flow is done with these endpoints (deployed and answering their sample): Azure's stay up, the
+        local target stops its servers unless told to keep them."""
+
 
 class FlowError(RuntimeError):
     """A step failed; the message names what failed and where to look."""
@@ -186,6 +190,7 @@ def serve(target: Target, workload: Workload, results: list[JobResult], report: 
             raise FlowError(f"{workload.name}: endpoint {endpoint.name} ({endpoint.scoring_uri}): {problem}")
         report(f"{endpoint.name}: {endpoint.scoring_uri} (swagger: {endpoint.swagger_uri})")
         report(f"{endpoint.name}: answers {answers[endpoint.name]}")
+    target.release(endpoints)
     return model, endpoints, answers
 
 

@@ -49,7 +49,7 @@ def third(data_dir, tmp_path_factory):
 def target_for(data_dir, work_dir, **options) -> LocalTarget:
     # two processes at a time: on small data they mostly wait on imports, one core each
     return LocalTarget(data_dir, work_dir, trials=1, fixed={"epochs": 2}, workers=1, automl_minutes=AUTOML_MINUTES,
-                       parallel=2, **options)  # fmt: skip
+                       parallel=2, **{"keep_serving": True, **options})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,25 @@ def test_automl_trials_are_child_runs_of_the_automl_job(local_run):
     experiment = target.client.get_experiment_by_name("bank-marketing").experiment_id
     children = target.client.search_runs([experiment], f"tags.mlflow.parentRunId = '{automl.run_name}'")
     assert children and all("estimator" in child.data.params or "learner" in child.data.params for child in children)
+
+
+def test_run_stops_a_server_once_its_answer_is_checked_unless_told_to_keep_it(local_run, data_dir):
+    target, _, _, _ = local_run
+    releasing = LocalTarget(data_dir, target.work_dir, workers=1)  # `run --local`'s default
+    model = releasing.latest_model(HOUSING)
+    (endpoint,) = releasing.deploy(HOUSING, model, lambda line: None)
+    assert len(releasing.invoke(endpoint, HOUSING.request())) == len(HOUSING.request()["data"])
+    releasing.release([endpoint])
+    assert not releasing.servers
+    with pytest.raises(FlowError, match="not reachable"):  # nothing listens there any more
+        releasing.invoke(endpoint, HOUSING.request())
+    kept = target_for(data_dir, target.work_dir)
+    (served,) = kept.deploy(HOUSING, model, lambda line: None)
+    try:
+        kept.release([served])
+        assert len(kept.invoke(served, HOUSING.request())) == len(HOUSING.request()["data"])
+    finally:
+        kept.close()
 
 
 def test_a_failing_job_stops_its_workload_with_its_name_and_log_tail(local_run, tmp_path):

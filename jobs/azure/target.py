@@ -324,6 +324,9 @@ class AzureTarget:
     def invoke(self, endpoint: Endpoint, payload: dict) -> list:
         return score(self.ml_client, endpoint.name, payload)
 
+    def release(self, endpoints: list[Endpoint]) -> None:
+        """Azure's endpoints stay up: serving is what they are for."""
+
 
 def _run_type(run) -> str | None:
     return (getattr(run, "properties", None) or {}).get(RUN_TYPE_PROPERTY)

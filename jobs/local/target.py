@@ -81,10 +81,14 @@ class LocalTarget:
         workers: int = min(2, os.cpu_count() or 1),
         parallel: int | None = None,
         automl_minutes: float = AUTOML_MINUTES,
+        keep_serving: bool = False,
     ):
         self.data_dir, self.work_dir = Path(data_dir).resolve(), Path(work_dir).resolve()
         self.trials, self.fixed, self.seed, self.port, self.workers = trials, fixed or {}, seed, port, workers
         self.automl_minutes = automl_minutes
+        # `run` stops each workload's server once its answer is checked (each holds its model and the
+        # libraries in memory while the other workloads train); tests and callers may keep them up
+        self.keep_serving = keep_serving
         # one training process per core by default, each with its share of the cores' threads (OpenMP's
         # OMP_NUM_THREADS, which train.py and automl.py read): processes that each take every core only
         # slow each other down
@@ -96,7 +100,7 @@ class LocalTarget:
         self.slots = threading.Semaphore(self.parallel)
         self.catalog: dict[str, CatalogEntry] = {}
         self.data_files: dict[str, Path] = {}
-        self.servers: list[LocalServer] = []
+        self.servers: dict[str, LocalServer] = {}  # by endpoint name
         self._client = None
         self._best_trials: dict[str, str] = {}
 
@@ -194,12 +198,20 @@ class LocalTarget:
         log_path = self.work_dir / "logs" / f"server-{model.name}-{model.version}.log"
         server = LocalServer(model_dir, self.port, log_path, self.workers)
         report(f"starting azmlinfsrv with score.py for {model.name}:{model.version} (log: {log_path})")
-        self.servers.append(server.start())
+        endpoint = Endpoint(f"local-{workload.name}", "local", f"{server.url}/score", f"{server.url}/swagger.json")
+        self.servers[endpoint.name] = server.start()
         report(f"healthy at {server.url}")
-        return [Endpoint(f"local-{workload.name}", "local", f"{server.url}/score", f"{server.url}/swagger.json")]
+        return [endpoint]
 
     def invoke(self, endpoint: Endpoint, payload: dict) -> list:
         return invoke(endpoint.scoring_uri, payload)
+
+    def release(self, endpoints: list[Endpoint]) -> None:
+        if self.keep_serving:
+            return
+        for endpoint in endpoints:
+            if server := self.servers.pop(endpoint.name, None):
+                server.stop()
 
     # -- beyond the protocol ----------------------------------------------------------------------------
 
@@ -215,7 +227,7 @@ class LocalTarget:
         return RegisteredModel(version.name, str(version.version), workload.metric, value, version.tags.get("source_run", ""))
 
     def close(self) -> None:
-        for server in self.servers:
+        for server in self.servers.values():
             server.stop()
         self.servers.clear()
 
