@@ -130,7 +130,7 @@ def test_automl_trials_are_child_runs_of_the_automl_job(local_run):
     assert children and all("estimator" in child.data.params or "learner" in child.data.params for child in children)
 
 
-def test_run_stops_a_server_once_its_answer_is_checked_unless_told_to_keep_it(local_run, data_dir):
+def test_run_stops_a_server_once_its_answer_is_checked(local_run, data_dir):
     target, _, _, _ = local_run
     releasing = LocalTarget(data_dir, target.work_dir, workers=1)  # `run --local`'s default
     model = releasing.latest_model(HOUSING)
@@ -140,13 +140,6 @@ def test_run_stops_a_server_once_its_answer_is_checked_unless_told_to_keep_it(lo
     assert not releasing.servers
     with pytest.raises(FlowError, match="not reachable"):  # nothing listens there any more
         releasing.invoke(endpoint, HOUSING.request())
-    kept = target_for(data_dir, target.work_dir)
-    (served,) = kept.deploy(HOUSING, model, lambda line: None)
-    try:
-        kept.release([served])
-        assert len(kept.invoke(served, HOUSING.request())) == len(HOUSING.request()["data"])
-    finally:
-        kept.close()
 
 
 def test_a_failing_job_stops_its_workload_with_its_name_and_log_tail(local_run, tmp_path):
