@@ -38,7 +38,7 @@ SRC = ROOT / "jobs" / "src"
 sys.path[:0] = [str(ROOT), str(SRC)]
 from jobs.local.automl import command_for  # noqa: E402
 from jobs.local.specs import sample  # noqa: E402  (the local target's sweep sampler)
-from jobs.workloads import WORKLOADS_DIR  # noqa: E402
+from jobs.workloads import WORKLOADS_DIR, load_workloads  # noqa: E402
 
 DATA_DIR = ROOT.parent / "shared" / "data"
 
@@ -49,8 +49,6 @@ GOALS = {
     "bank-marketing": ("AUC_weighted", {"lightgbm": 0.952, "automl": 0.953}, None),
 }
 LOWER_IS_BETTER = {"MAE": True, "AUC_weighted": False}
-# each workload's AutoML spec
-AUTOML_SPECS = {"housing": "automl-regression.yml", "bank-marketing": "automl-classification.yml"}
 
 
 def spec_file(workload: str, name: str) -> Path:
@@ -98,8 +96,10 @@ def in_process(script, argv: list[str], runs: Runs, name: str) -> dict:
 
 def automl_command(workload: str, data: Path, output: Path, minutes: float) -> list[str]:
     """automl.py's command line for the workload's AutoML spec, as the local target builds it."""
-    job = spec(workload, AUTOML_SPECS[workload])
-    command, _notes = command_for(job, spec_file(workload, AUTOML_SPECS[workload]), data, output, minutes)
+    (declared,) = load_workloads([workload])
+    # the workload's AutoML candidate: its spec of `type: automl`
+    path = next(job.spec for job in declared.jobs if yaml.safe_load(job.spec.read_text())["type"] == "automl")
+    command, _notes = command_for(yaml.safe_load(path.read_text()), path, data, output, minutes)
     return [sys.executable if part == "python" else part for part in command]
 
 

@@ -47,13 +47,19 @@ def model_root(tmp_path_factory) -> Path:
                         "housing-regressor")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server(model_root, tmp_path_factory):
+def serving(root: Path, logs: Path):
+    """A server for the trained root (a fixture's body): score.py under azmlinfsrv, one worker, rows capped at
+    MAX_ROWS (the server process inherits SCORE_MAX_ROWS)."""
     with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("SCORE_MAX_ROWS", str(MAX_ROWS))  # the server process inherits it
-        running = LocalServer(model_root, 0, tmp_path_factory.mktemp("logs") / "server.log", workers=1).start()
+        environment.setenv("SCORE_MAX_ROWS", str(MAX_ROWS))
+        running = LocalServer(root, 0, logs / "server.log", workers=1).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(model_root, tmp_path_factory):
+    yield from serving(model_root, tmp_path_factory.mktemp("logs"))
 
 
 def post(server, body: bytes | str, content_type: str = "application/json") -> tuple[int, object]:
@@ -150,9 +156,7 @@ def classifier_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier(classifier_root, tmp_path_factory):
-    running = LocalServer(classifier_root, 0, tmp_path_factory.mktemp("logs") / "server.log", workers=1).start()
-    yield running
-    running.stop()
+    yield from serving(classifier_root, tmp_path_factory.mktemp("logs"))
 
 
 def test_a_classifier_answers_the_label_and_the_positive_class_probability(classifier, classifier_root):

@@ -685,7 +685,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         tabular.write_results(args.output, metrics)
         tabular.save_model(pipeline, args.output, args.task, x_train.head(5), [tabular.__file__, __file__],
                            TRUSTED_TYPES, requirements(pipeline))  # fmt: skip
-        mlflow.log_artifacts(str(args.output))
     print(
         f"best {automl.best_estimator} of {len(records)} trial(s) -> model {'+'.join(chosen)}; held-out "
         + " ".join(f"{name}={value:.6g}" for name, value in metrics.items())

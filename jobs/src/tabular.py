@@ -420,7 +420,7 @@ def save_model(pipeline, output: Path, task: str, example: pd.DataFrame, code_pa
                trusted_types: list[str], requirements: list[str]) -> None:  # fmt: skip
     """OUTPUT/model: the MLflow sklearn model every training script writes (skops with trusted types, a
     signature and input example, the task and classes as metadata, pinned requirements), replacing one
-    from an earlier run."""
+    from an earlier run; then the whole output folder is logged to the active MLflow run."""
     import shutil
 
     import mlflow.sklearn
@@ -438,6 +438,7 @@ def save_model(pipeline, output: Path, task: str, example: pd.DataFrame, code_pa
         skops_trusted_types=trusted_types,
         pip_requirements=requirements,
     )
+    mlflow.log_artifacts(str(output))
 
 
 def pyplot():

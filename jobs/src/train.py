@@ -244,7 +244,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             pipeline, args.output, args.task, x_train.head(5), [tabular.__file__], TRUSTED_TYPES,
             tabular.pinned("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "skops"),
         )  # fmt: skip
-        mlflow.log_artifacts(str(args.output))
     print(" ".join(f"{name}={value:.6g}" for name, value in metrics.items()))
     return metrics
 
