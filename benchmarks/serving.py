@@ -15,20 +15,18 @@ at 4 concurrent clients.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
+import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jobs import bench  # noqa: E402
 from jobs.local.server import SCORING_SCRIPT, LocalServer  # noqa: E402
 from jobs.local.target import LocalTarget  # noqa: E402
 from jobs.workloads import load_workloads  # noqa: E402
@@ -47,54 +45,24 @@ def request_bodies(model_dir: Path, rows: int) -> tuple[bytes, bytes]:
     return json.dumps({"data": records[:1]}).encode(), json.dumps({"data": batch}).encode()
 
 
-def load(port: int, body: bytes, clients: int, requests_per_client: int) -> dict:
-    """`clients` threads, each posting `body` one request after another on a fresh connection (the
-    server's sync workers close every connection)."""
-    latencies: list[float] = []
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def client():
-        mine = []
-        for _ in range(requests_per_client):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            started = time.perf_counter()
-            connection.request("POST", "/score", body, {"Content-Type": "application/json"})
-            answer = connection.getresponse()
-            answer.read()
-            mine.append(time.perf_counter() - started)
-            connection.close()
-            if answer.status != 200:
-                with lock:
-                    failures.append(str(answer.status))
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
-    if failures:
-        raise SystemExit(f"{len(failures)} request(s) failed with status {sorted(set(failures))}")
-    latencies.sort()
-    return {
-        "requests_per_s": len(latencies) / wall,
-        "p50_ms": 1e3 * statistics.median(latencies),
-        "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-    }
+def load(port: int, body: bytes, rows: int, clients: int, requests: int) -> bench.Result:
+    """`clients` threads posting `body` one request after another: the load test of `python -m jobs bench`
+    (the server's sync workers close every connection, so each request opens one)."""
+    result = bench.run(f"http://127.0.0.1:{port}/score", {}, body, rows, clients, requests, duration_s=math.inf)
+    if result.errors:
+        raise SystemExit(f"{result.requests - result.succeeded} request(s) failed: {result.report()}")
+    return result
 
 
 def measure(script: Path, model_dir: Path, args, bodies: tuple[bytes, bytes], logs: Path) -> dict:
     server = LocalServer(model_dir, 0, logs / f"{script.stem}.log", args.workers, script).start()
     try:
         single, batch = bodies
-        load(server.port, single, args.clients, 25)  # warm-up: imports, caches, first-call paths
-        one_row = load(server.port, single, args.clients, args.requests // args.clients)
-        rows = load(server.port, batch, args.clients, max(1, args.batch_requests // args.clients))
-        return {**one_row, "rows_per_s": rows["requests_per_s"] * args.rows}
+        load(server.port, single, 1, args.clients, 25 * args.clients)  # warm-up: imports, caches, first-call paths
+        one_row = load(server.port, single, 1, args.clients, args.requests)
+        rows = load(server.port, batch, args.rows, args.clients, args.batch_requests)
+        return {"requests_per_s": one_row.requests_per_s, "p50_ms": one_row.percentile_ms(50),
+                "p99_ms": one_row.percentile_ms(99), "rows_per_s": rows.rows_per_s}  # fmt: skip
     finally:
         server.stop()
 

@@ -8,6 +8,8 @@ TENANT_ID = "tenant_id"
 RESOURCE_GROUP = "resource_group_name"
 LOCATION = "location"
 WORKSPACE = "workspace_name"
+# the stack's environment (azureml-platform:environment: dev, prod...): the workloads' per-environment settings
+ENVIRONMENT = "environment"
 CPU_CLUSTER = "cpu_cluster_name"
 # exported only when the stack's GPU cluster is on (GPU quota is often zero)
 GPU_CLUSTER = "gpu_cluster_name"
@@ -36,6 +38,7 @@ REQUIRED = (
     RESOURCE_GROUP,
     LOCATION,
     WORKSPACE,
+    ENVIRONMENT,
     CPU_CLUSTER,
     KUBERNETES_COMPUTE,
     KUBERNETES_INSTANCE_TYPE,

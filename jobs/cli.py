@@ -5,12 +5,19 @@
                                                                     register, serve and call it, on this machine
     python -m jobs serve --local --workload NAME [--port N]         serve its latest local model until stopped
     python -m jobs run --stack dev | --outputs FILE [--dry-run]     the same flow in Azure ML
+    python -m jobs batch --local --workload NAME --input DIR        score every CSV file of a folder with its latest
+        [--output DIR]                                              model (--stack: on its batch endpoint in Azure)
+    python -m jobs pipeline --local [--workload NAME]               each workload's retraining pipeline, step by step
+    python -m jobs schedule --stack dev                             create or update the retraining schedules in Azure
+    python -m jobs bench [--local | --stack dev] --workload NAME    load-test its endpoint (served here, or in
+        [--concurrency N] [--requests N] [--duration S] [--rows N]  Azure with its key): requests/s, latency, errors
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import signal
 import sys
@@ -18,12 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from jobs import flow
+from jobs import bench as load_test, flow
 from jobs.flow import FlowError
 from jobs.local.target import AUTOML_MINUTES
-from jobs.workloads import load_workloads
+from jobs.workloads import ONLINE_KINDS, load_workloads
 
-AZURE_ONLY = ("deploy", "status")
+AZURE_ONLY = ("deploy", "status", "schedule")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +68,45 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("--file", type=Path, help="request JSON (default: the workload's sample request)")
     invoke.add_argument("--url", default="http://127.0.0.1:5001/score", help="local: the scoring URL of `serve`")
     commands.add_parser("status", parents=[target], help="the jobs' and endpoints' state")
+    batch = commands.add_parser("batch", parents=[target], help="score every CSV file of a folder with the latest "
+                                "model (here in worker processes; in Azure on the workload's batch endpoint)")  # fmt: skip
+    batch.add_argument("--input", type=Path, required=True, metavar="DIR", help="the folder of CSV files to score")
+    batch.add_argument("--output", type=Path, metavar="DIR", help="local: where predictions.csv and errors.csv go "
+                       "(default: <work dir>/batch/<workload>/<date-time>)")  # fmt: skip
+    pipeline = commands.add_parser("pipeline", parents=[target],
+                                   help="run each workload's retraining pipeline (here: its steps as local processes)")  # fmt: skip
+    pipeline.add_argument("--input", metavar="NAME=VALUE", action="append", default=[], type=_fixed,
+                          help="local: set a pipeline input, e.g. --input min_rows=100")  # fmt: skip
+    commands.add_parser("schedule", parents=[target],
+                        help="Azure: create or update each workload's retraining schedule for the stack's environment")  # fmt: skip
+    bench = commands.add_parser("bench", parents=[target], help="load-test the served endpoint: requests/s, latency, errors")
+    bench.add_argument("--concurrency", type=_positive(int), default=load_test.CONCURRENCY,
+                       help=f"requests in flight, on one connection each (default: {load_test.CONCURRENCY})")
+    bench.add_argument("--requests", type=_positive(int), default=load_test.REQUESTS,
+                       help=f"stop after this many requests (default: {load_test.REQUESTS:,})")
+    bench.add_argument("--duration", type=_positive(float), default=load_test.DURATION_S, metavar="SECONDS",
+                       help=f"or after this many seconds, whichever comes first (default: {load_test.DURATION_S:g})")
+    bench.add_argument("--rows", type=_positive(int), help="records per request: the sample request's, cycled "
+                       "(default: as many as it has)")
+    bench.add_argument("--kind", choices=ONLINE_KINDS, help="Azure: which online endpoint of the workload (default: "
+                       "the first its workload.yml lists)")
+    bench.add_argument("--url", help="local: call this scoring URL instead of serving the workload's latest model")
     return parser
+
+
+def _positive(number: type):
+    """An argparse type: a number of that type above zero."""
+
+    def parse(text: str):
+        try:
+            value = number(text)
+        except ValueError:
+            value = 0
+        if not value > 0:  # NaN too
+            raise argparse.ArgumentTypeError(f"expected a number above zero, got {text!r}")
+        return value
+
+    return parse
 
 
 def _fixed(text: str) -> tuple[str, object]:
@@ -83,9 +128,9 @@ def make_target(args: argparse.Namespace, resources: contextlib.ExitStack):
         raise FlowError("--dry-run applies to the Azure target: add --stack NAME or --outputs FILE")
     from jobs.local.target import LocalTarget
 
-    serving = args.command == "serve"  # `run` sends one request: one server worker starts sooner
+    serving = args.command in ("serve", "bench")  # `run` sends one request: one server worker starts sooner
     target = LocalTarget(args.data_dir, args.work_dir, args.trials, dict(args.fix), args.seed,
-                         args.port if serving else 0, workers=2 if serving else 1, parallel=args.parallel,
+                         args.port if args.command == "serve" else 0, workers=2 if serving else 1, parallel=args.parallel,
                          automl_minutes=args.automl_minutes)  # fmt: skip
     resources.callback(target.close)
     return target
@@ -164,6 +209,85 @@ def status(args, target) -> None:
     commands.status(target, load_workloads(args.workload))
 
 
+def bench(args, target) -> None:
+    """Load-test the workload's endpoint: Azure's (its scoring URI and key from the workspace), the local URL
+    given, or its latest local model served here for the run. The figures go to stdout, the rest to stderr."""
+    workload = one_workload(args)
+    request = workload.request()
+    rows = args.rows or len(request["data"])
+    note = functools.partial(print, file=sys.stderr)
+    if args.stack or args.outputs:
+        from jobs.azure import commands
+
+        if args.url:
+            raise FlowError("--url applies to --local: in Azure the endpoint's scoring URI comes from the workspace")
+        kind = args.kind or next(iter(workload.online), None)
+        if kind not in workload.online:
+            served = ", ".join(workload.online) or "no endpoint"
+            raise FlowError(f"workload {workload.name} serves online on {served}" + (f", not {kind}" if kind else ""))
+        url, headers = commands.scoring_access(target, workload, kind)
+    else:
+        if args.kind:
+            raise FlowError("--kind picks an Azure endpoint (with --stack or --outputs); here one server serves the workload")
+        kind = "managed"  # the local server runs score.py as a managed deployment does (jobs/local/target.py)
+        url, headers = args.url, {}
+        if not url:  # its latest model, served until the target closes
+            url = target.deploy(workload, target.latest_model(workload), flow.stamped(note, "bench"))[0].scoring_uri
+    if problem := load_test.too_many_rows(rows, kind):
+        note(problem)
+    note(f"bench: {url}: {args.requests:,} requests or {args.duration:g} s, {args.concurrency} at a time, {rows:,} rows each")
+    body = load_test.payload(request, rows)
+    result = load_test.run(url, headers, body, rows, args.concurrency, args.requests, args.duration, progress=sys.stderr)
+    print(result.report())
+    if result.interrupted:  # main() says so and exits 130; a local server stops as the target closes
+        raise KeyboardInterrupt
+
+
+def pipeline(args, target) -> None:
+    workloads = load_workloads(args.workload)
+    if args.stack or args.outputs:
+        from jobs.azure import commands
+
+        if args.input:
+            raise FlowError("--input applies to --local; in Azure the pipeline's inputs are its YAML's")
+        commands.run_pipeline(target, workloads)
+        return
+    from jobs.local.pipeline import LocalPipelineRunner, summary
+
+    workloads = [workload for workload in workloads if workload.retrain]
+    if not workloads:
+        raise FlowError("no workload declares a retraining pipeline (workload.yml: retrain)")
+    target.prepare(workloads, flow.stamped(print, "assets"))
+    runner = LocalPipelineRunner(target)
+    runs = flow.in_parallel([lambda w=w: runner.run(w, flow.stamped(print, w.name), dict(args.input)) for w in workloads])
+    print("\n\n".join(summary(run) for run in runs))
+
+
+def schedule(args, target) -> None:
+    from jobs.azure import commands
+
+    commands.schedule(target, load_workloads(args.workload))
+
+
+def batch(args, target) -> None:
+    workload = one_workload(args)
+    if args.stack or args.outputs:
+        from jobs.azure import batch as azure_batch
+
+        if args.output:
+            raise FlowError("--output applies to --local: Azure's job writes to the workspace's storage (downloaded "
+                            "under .local/azure-batch/)")  # fmt: skip
+        summary = azure_batch.score_latest(target, workload, args.input)
+    else:
+        from jobs.local.batch import score_folder
+
+        summary = score_folder(target, workload, args.input, args.output, print)
+    summary.report(print)
+    if not summary.passed:
+        raise FlowError(f"batch scoring stopped: {summary.failed_items} failed files passed the deployment's "
+                        f"error_threshold ({summary.error_threshold})")  # fmt: skip
+
+
 def dry_run(args) -> None:
     """Azure only: print every entity the command would send, built from the outputs alone."""
     from jobs.azure import commands
@@ -172,7 +296,8 @@ def dry_run(args) -> None:
     print(commands.dry_run(outputs, load_workloads(args.workload), args.data_dir))
 
 
-COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status}
+COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status,
+            "bench": bench, "pipeline": pipeline, "schedule": schedule, "batch": batch}
 
 
 def main(argv: list[str] | None = None) -> int:

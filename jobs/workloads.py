@@ -17,7 +17,14 @@ is adding a folder, never a code change.
     model: housing-regressor
     serve:
       online: [managed, kubernetes]
+      batch: true              # a batch endpoint scores folders of CSV files (jobs/specs/endpoints/batch-*.yml)
       sample_request: sample-request.json
+    retrain:                   # optional: a retraining pipeline, and the schedule that submits it in Azure
+      pipeline: retrain.yml
+      schedule: retrain-schedule.yml
+      environments:            # per environment (the stack's `environment` output): on or off, another cron
+        dev: {enabled: false}
+        prod: {enabled: true}
 
 Every problem in a workload file is reported at once, each naming the file and the key.
 """
@@ -77,6 +84,24 @@ class CatalogEntry:
 
 
 @dataclass(frozen=True)
+class Retrain:
+    """A workload's retraining pipeline (CLI v2 `type: pipeline`) and its schedule (CLI v2 schedule YAML), with
+    per-environment overrides of the schedule: `enabled` and `cron`."""
+
+    pipeline: Path
+    schedule: Path
+    environments: dict
+
+    def settings(self, environment: str) -> dict:
+        """`enabled` (on unless the environment says off) and the cron expression for an environment (the
+        schedule file's unless the environment gives one)."""
+        trigger = (yaml.safe_load(self.schedule.read_text()) or {}).get("trigger") or {}
+        chosen = {"enabled": True, "cron": trigger.get("expression")}
+        chosen.update(self.environments.get(environment) or {})
+        return chosen
+
+
+@dataclass(frozen=True)
 class Workload:
     name: str
     folder: Path
@@ -88,6 +113,8 @@ class Workload:
     model: str  # the registered model's name
     online: tuple[str, ...]  # the online endpoint kinds that serve the winner
     sample_request: Path
+    batch: bool = False  # served by a batch endpoint too
+    retrain: Retrain | None = None
 
     @property
     def task(self) -> str:
@@ -136,7 +163,7 @@ def load_workload(folder: Path) -> Workload:
     if not isinstance(document, dict):
         raise WorkloadError(f"{path}: expected a mapping of workload keys")
     problems = _Problems(path)
-    known = {"name", "description", "data", "candidates", "compare", "model", "serve"}
+    known = {"name", "description", "data", "candidates", "compare", "model", "serve", "retrain"}
     for key in sorted(set(document) - known):
         problems.add(key, f"not a workload key; known: {', '.join(sorted(known))}")
 
@@ -195,6 +222,8 @@ def load_workload(folder: Path) -> Workload:
     online = serve.get("online") or []
     if not isinstance(online, list) or not set(online) <= set(ONLINE_KINDS):
         problems.add("serve.online", f"{online!r}; a list of endpoint kinds from: {', '.join(ONLINE_KINDS)}")
+    if not isinstance(serve.get("batch", False), bool):
+        problems.add("serve.batch", f"{serve['batch']!r}: true or false")
     request = path.parent / str(serve.get("sample_request") or "")
     if not serve.get("sample_request") or not request.is_file():
         problems.add("serve.sample_request", f"a JSON request file in this folder, not found: {request}")
@@ -205,6 +234,7 @@ def load_workload(folder: Path) -> Workload:
                 problems.add("serve.sample_request", f"{request}: expected {{\"data\": [records...]}}")
         except (ValueError, AttributeError) as error:
             problems.add("serve.sample_request", f"{request}: not a JSON request: {error}")
+    retrain = _retrain(document.get("retrain"), path.parent, name, data, (metric, goal), model, problems)
     problems.raise_any()
 
     entry = CatalogEntry(name, *(str(data[field]) for field in DATA_FIELDS), member=data.get("member"))
@@ -219,7 +249,73 @@ def load_workload(folder: Path) -> Workload:
         model=model,
         online=tuple(online),
         sample_request=request,
+        batch=bool(serve.get("batch", False)),
+        retrain=retrain,
     )
+
+
+def _retrain(section, folder: Path, name: str, data: dict, compare: tuple, model: str, problems: _Problems) -> Retrain | None:
+    """The retrain section, checked: the pipeline trains this workload's data, target, task, metric and model;
+    the schedule submits that pipeline, with a cron and time zone Azure takes (infra/schedules.py)."""
+    from infra.schedules import cron_problem, time_zone_problem
+
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        problems.add("retrain", "a mapping: pipeline, schedule, environments")
+        return None
+    for key in sorted(set(section) - {"pipeline", "schedule", "environments"}):
+        problems.add(f"retrain.{key}", "not a retrain key; known: pipeline, schedule, environments")
+    files = {}
+    for key in ("pipeline", "schedule"):
+        file = folder / str(section.get(key) or "")
+        if not section.get(key) or not file.is_file():
+            problems.add(f"retrain.{key}", f"a YAML file in this folder, not found: {file}")
+            continue
+        try:
+            files[key] = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as error:
+            problems.add(f"retrain.{key}", f"{file.name}: not valid YAML: {error}")
+    pipeline = files.get("pipeline")
+    if pipeline is not None:
+        inputs = pipeline.get("inputs") or {}
+        metric, goal = compare
+        expected = {"target": data.get("target"), "task": data.get("task"), "metric": metric, "goal": goal, "model_name": model}
+        if pipeline.get("type") != "pipeline":
+            problems.add("retrain.pipeline", f"{section['pipeline']}: type {pipeline.get('type')!r}, not pipeline")
+        for key, value in expected.items():
+            if value and inputs.get(key) != value:
+                problems.add("retrain.pipeline", f"{section['pipeline']}: inputs.{key} is {inputs.get(key)!r}, but the workload's is {value!r}")
+        asset = str((inputs.get("data") or {}).get("path", "")) if isinstance(inputs.get("data"), dict) else ""
+        if not asset.startswith(f"azureml:{name}@") and not asset.startswith(f"azureml:{name}:"):
+            problems.add("retrain.pipeline", f"{section['pipeline']}: inputs.data.path {asset!r} is not the workload's data (azureml:{name}@latest)")
+    schedule = files.get("schedule")
+    if schedule is not None:
+        trigger = schedule.get("trigger") or {}
+        if (folder / str(schedule.get("create_job", ""))).resolve() != (folder / str(section.get("pipeline", ""))).resolve():
+            problems.add("retrain.schedule", f"{section['schedule']}: create_job {schedule.get('create_job')!r} is not the pipeline {section.get('pipeline')!r}")
+        if trigger.get("type") != "cron":
+            problems.add("retrain.schedule", f"{section['schedule']}: trigger.type {trigger.get('type')!r}; the stage sets cron triggers")
+        elif problem := cron_problem(str(trigger.get("expression", ""))):
+            problems.add("retrain.schedule", f"{section['schedule']}: trigger.expression {problem}")
+        if problem := time_zone_problem(str(trigger.get("time_zone", "UTC"))):
+            problems.add("retrain.schedule", f"{section['schedule']}: trigger.time_zone {problem}")
+    environments = section.get("environments") or {}
+    if not isinstance(environments, dict):
+        problems.add("retrain.environments", "a mapping: environment name -> {enabled, cron}")
+        environments = {}
+    for environment, override in environments.items():
+        key = f"retrain.environments.{environment}"
+        if not isinstance(override, dict) or set(override) - {"enabled", "cron"}:
+            problems.add(key, f"{override!r}: a mapping of enabled (true/false) and cron")
+            continue
+        if "enabled" in override and not isinstance(override["enabled"], bool):
+            problems.add(f"{key}.enabled", f"{override['enabled']!r}: true or false")
+        if "cron" in override and (problem := cron_problem(str(override["cron"]))):
+            problems.add(f"{key}.cron", problem)
+    if len(files) < 2:
+        return None
+    return Retrain(folder / section["pipeline"], folder / section["schedule"], environments)
 
 
 def _check_spec(spec: Path, data: dict, task: str | None) -> str | None:

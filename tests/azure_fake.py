@@ -1,9 +1,9 @@
 """An in-memory Azure ML workspace behind a real `MLClient`: its operations (`workspaces`, `jobs`, `data`,
-`environments`, `models`, `online_endpoints`, `online_deployments`, `compute`) are replaced by fakes that keep
-state like the service does and record every entity sent. Optional latencies per operation make it
-the simulated client of `benchmarks/stage.py`. Failures are raised as the SDKs raise them: the
-HttpResponseError of an ARM client (status and `error.code` parsed from the body) or of
-azure-storage-blob (`error_code`).
+`environments`, `models`, `online_endpoints`, `online_deployments`, `compute`, `batch_endpoints`,
+`batch_deployments`) are replaced by fakes that keep state like the service does and record every entity
+sent. Optional latencies per operation make it the simulated client of `benchmarks/stage.py`. Failures are
+raised as the SDKs raise them: the HttpResponseError of an ARM client (status and `error.code` parsed from the
+body) or of azure-storage-blob (`error_code`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from azure.ai.ml import MLClient
+from azure.ai.ml.entities import EndpointAadToken, EndpointAuthKeys, EndpointAuthToken
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import StorageErrorCode
@@ -138,6 +139,10 @@ class Simulation:
     broken_scoring: tuple[str, ...] = ()  # endpoint kinds whose new deployment answers garbage
     # the Kubernetes endpoint's scoring host: the inference router's IP, or the extension's sslCname
     kubernetes_host: str = "20.50.60.70"
+    # the run-history error of every batch scoring job (None: they complete and write their output)
+    failing_batch: str | None = None
+    # every online endpoint's key (or token): what a test proves is sent and never printed
+    endpoint_key: str = "endpoint-key-never-printed"
     # AutoML's model test run under the best child: its final status (None: AutoML never starts one),
     # how many looks at the best child's children it stays Running after the parent completed, and
     # whether run history shows its run type
@@ -163,7 +168,9 @@ class Simulation:
 
 
 WORKLOADS = load_workloads()
-JOB_KEYS = sorted((job.key for workload in WORKLOADS for job in workload.jobs), key=len, reverse=True)
+# every job's key, and each retraining pipeline's (`<workload>-retrain`)
+JOB_KEYS = sorted([job.key for workload in WORKLOADS for job in workload.jobs]
+                  + [f"{workload.name}-retrain" for workload in WORKLOADS if workload.retrain], key=len, reverse=True)  # fmt: skip
 # the workloads whose endpoints answer as classifiers: endpoint names start with the workload's name
 CLASSIFIERS = tuple(workload.name for workload in WORKLOADS if workload.task == "classification")
 
@@ -330,8 +337,33 @@ class JobOperations:
                     "metrics": held_out(self.sim, key, automl_names=True),
                     "error": "ModelTestError: predictions failed on the test data",
                 }]  # fmt: skip
-        else:
+        elif entity.type != "pipeline":  # a pipeline's steps log their own metrics
             self.tracking.add(name, held_out(self.sim, key))
+
+    def start_batch_job(self, name: str, output_file: str, output: str) -> SimpleNamespace:
+        """A batch endpoint's scoring job (a pipeline job tagged azureml.batchrun), with the output it writes."""
+        with self.lock:
+            self.runs[name] = {
+                "started": time.monotonic(),
+                "seconds": self.sim.job_default,
+                "final": "Failed" if self.sim.failing_batch else "Completed",
+                "type": "pipeline",
+                "properties": {},
+                "error": self.sim.failing_batch,
+                "output": (output_file, output),
+            }
+            return self._view(name)
+
+    def download(self, name: str, *, download_path=".", output_name: str | None = None, all: bool = False) -> None:
+        """azure-ai-ml 1.35 writes a batch job's scoring output (`score`) straight into download_path; a job not
+        in a terminal state is refused (JobException)."""
+        job = self.get(name)
+        if job.status not in ("Completed", "Failed", "Canceled"):
+            raise RuntimeError(f"This job is in state {job.status}. Download is allowed only in terminal states")
+        if "output" in self.runs[name] and (output_name == "score" or all):
+            file_name, text = self.runs[name]["output"]
+            Path(download_path).mkdir(parents=True, exist_ok=True)
+            (Path(download_path) / file_name).write_text(text)
 
     def _run_details(self, name: str):
         run = self.runs.get(name) or next(c for runs in self.children.values() for c in runs if c["name"] == name)
@@ -377,6 +409,20 @@ class EndpointOperations:
             )
             self.store[endpoint.name] = live
         return Poller(copy.copy(live))
+
+    def get_keys(self, name: str):
+        """The endpoint's credentials as the SDK answers them for its auth mode (OnlineEndpointOperations.get_keys):
+        the keys under `key`, a token under `aml_token`, the caller's Entra token under `aad_token`."""
+        self.sim.sleep("online_endpoints.get_keys")
+        with self.lock:
+            if name not in self.store:
+                raise ResourceNotFoundError(f"online endpoint {name} not found")
+            auth_mode = self.store[name].auth_mode
+        if auth_mode == "key":
+            return EndpointAuthKeys(primary_key=self.sim.endpoint_key, secondary_key=f"{self.sim.endpoint_key}-secondary")
+        if auth_mode == "aml_token":
+            return EndpointAuthToken(access_token=self.sim.endpoint_key, token_type="Bearer")
+        return EndpointAadToken(AccessToken(self.sim.endpoint_key, int(time.time()) + 3600))
 
     def invoke(self, endpoint_name: str, request_file: str, deployment_name: str | None = None, **kwargs):
         self.sim.sleep("online_endpoints.invoke")
@@ -458,6 +504,98 @@ class WorkspaceOperations:
         return SimpleNamespace(name=name, mlflow_tracking_uri=uri)
 
 
+class BatchDeploymentOperations:
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+        self.store: dict[tuple[str, str], object] = {}
+        self.sent: list = []
+        self.lock = threading.Lock()
+
+    def get(self, name: str, endpoint_name: str):
+        self.sim.sleep("batch_deployments.get")
+        with self.lock:
+            if (endpoint_name, name) not in self.store:
+                raise ResourceNotFoundError(f"batch deployment {name} not found under {endpoint_name}")
+            return self.store[(endpoint_name, name)]
+
+    def begin_create_or_update(self, deployment):
+        self.sim.sleep("batch_deployments.create")
+        with self.lock:
+            self.sent.append(copy.copy(deployment))
+            live = copy.copy(deployment)
+            live._provisioning_state = "Succeeded"  # read-only on the entity: ARM computes it
+            self.store[(deployment.endpoint_name, deployment.name)] = live
+        return Poller(live)
+
+
+class BatchEndpointOperations:
+    """Batch endpoints; invoking one starts a scoring job whose output is what batch_score.py answers for the
+    input folder's files, written as the service appends it (space-separated, no header)."""
+
+    def __init__(self, sim: Simulation, deployments: BatchDeploymentOperations, jobs: JobOperations):
+        self.sim, self.deployments, self.jobs = sim, deployments, jobs
+        self.store: dict[str, SimpleNamespace] = {}
+        self.sent: list = []
+        self.invoked: list[dict] = []
+        self.lock = threading.Lock()
+
+    def get(self, name: str):
+        self.sim.sleep("batch_endpoints.get")
+        with self.lock:
+            if name not in self.store:
+                raise ResourceNotFoundError(f"batch endpoint {name} not found")
+            return copy.copy(self.store[name])
+
+    def begin_create_or_update(self, endpoint):
+        self.sim.sleep("batch_endpoints.create")
+        defaults = dict(endpoint.defaults or {})
+        with self.lock:
+            self.sent.append(copy.copy(endpoint))
+            live = SimpleNamespace(
+                name=endpoint.name,
+                auth_mode=endpoint.auth_mode,
+                tags=dict(endpoint.tags or {}),
+                # the REST BatchEndpointDefaults the SDK passes through (batch_endpoint._from_rest_object)
+                defaults=SimpleNamespace(deployment_name=defaults.get("deployment_name")),
+                scoring_uri=f"https://{endpoint.name}.westeurope.inference.ml.azure.com/jobs",
+                provisioning_state="Succeeded",
+            )
+            self.store[endpoint.name] = live
+        return Poller(copy.copy(live))
+
+    def invoke(self, endpoint_name: str, *, deployment_name: str | None = None, input=None, **kwargs):
+        self.sim.sleep("batch_endpoints.invoke")
+        with self.lock:
+            if endpoint_name not in self.store:
+                raise ResourceNotFoundError(f"batch endpoint {endpoint_name} not found")
+            self.invoked.append({"endpoint": endpoint_name, "deployment": deployment_name, "input": input})
+            deployment_name = deployment_name or self.store[endpoint_name].defaults.deployment_name
+        # as the SDK's _validate_deployment_name refuses an unknown deployment
+        deployment = self.deployments.get(deployment_name, endpoint_name=endpoint_name)
+        name = f"batchjob-{len(self.invoked):04d}"
+        output = _batch_output(Path(input.path)) if not self.sim.failing_batch else ""
+        self.jobs.start_batch_job(name, deployment.settings.output_file_name, output)
+        return SimpleNamespace(name=name, status="Queued")
+
+
+def _batch_output(folder: Path) -> str:
+    """batch_score.py's rows for a folder of CSV files, as a two-class model answers them: every data row
+    scored, or one error row (its row empty) for a file that is not UTF-8 text."""
+    import pandas as pd
+
+    parts = []
+    for path in sorted(folder.iterdir()):
+        try:
+            rows = len([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]) - 1
+        except UnicodeDecodeError as error:
+            parts.append(pd.DataFrame({"file": [path.name], "row": pd.array([None], dtype="Int64"), "status": ["error"],
+                                       "label": [None], "probability": [None], "error": [f"cannot be read as UTF-8 CSV text: {error}"]}))  # fmt: skip
+            continue
+        parts.append(pd.DataFrame({"file": path.name, "row": pd.array(range(rows), dtype="Int64"), "status": "ok",
+                                   "label": "no", "probability": 0.25, "error": None}))  # fmt: skip
+    return pd.concat(parts, ignore_index=True).to_csv(sep=" ", header=False, index=False)
+
+
 class FakeWorkspace:
     def __init__(self, sim: Simulation | None = None):
         self.sim = sim or Simulation()
@@ -470,6 +608,8 @@ class FakeWorkspace:
         self.online_deployments = DeploymentOperations(self.sim)
         self.online_endpoints = EndpointOperations(self.sim, self.online_deployments)
         self.compute = ComputeOperations(self.sim)
+        self.batch_deployments = BatchDeploymentOperations(self.sim)
+        self.batch_endpoints = BatchEndpointOperations(self.sim, self.batch_deployments, self.jobs)
 
     def client(self, outputs, credential=None) -> MLClient:
         ml_client = MLClient(
@@ -478,6 +618,7 @@ class FakeWorkspace:
             resource_group_name=outputs[keys.RESOURCE_GROUP],
             workspace_name=outputs[keys.WORKSPACE],
         )
-        for name in ("workspaces", "jobs", "data", "environments", "models", "online_endpoints", "online_deployments", "compute"):
+        for name in ("workspaces", "jobs", "data", "environments", "models", "online_endpoints", "online_deployments",
+                     "compute", "batch_endpoints", "batch_deployments"):  # fmt: skip
             setattr(ml_client, f"_{name}", getattr(self, name))
         return ml_client

@@ -22,6 +22,7 @@ OUTPUTS = {
     keys.RESOURCE_GROUP: "rg-test",
     keys.LOCATION: "westeurope",
     keys.WORKSPACE: "mlw-test",
+    keys.ENVIRONMENT: "dev",
     keys.CPU_CLUSTER: "cpu-from-outputs",
     keys.KUBERNETES_COMPUTE: "k8s-from-outputs",
     keys.KUBERNETES_INSTANCE_TYPE: "instance-type-from-outputs",

@@ -21,17 +21,21 @@ from azure.ai.ml.entities._job.automl.automl_job import AutoMLJob
 from infra.constraints import deployment_fits_instance_type
 from jobs.flow import SPECS_DIR
 from jobs.local.specs import render, sample
-from jobs.workloads import WORKLOAD_FILE, WORKLOADS_DIR, load_workloads
+from jobs.workloads import WORKLOADS_DIR, load_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "jobs" / "src"
 sys.path.insert(0, str(SRC))  # the training scripts import their siblings, as they do in a job
 
 WORKLOADS = {workload.name: workload for workload in load_workloads()}
-JOB_SPECS = sorted(path for path in WORKLOADS_DIR.glob("*/*.yml") if path.name != WORKLOAD_FILE)
+# the workloads' candidate jobs (their retraining pipelines and schedules: tests/test_pipeline.py)
+JOB_SPECS = sorted(job.spec for workload in load_workloads() for job in workload.jobs)
 ENVIRONMENT_DIR = SPECS_DIR / "environments"
 ENVIRONMENT_SPECS = sorted(p for p in ENVIRONMENT_DIR.glob("*.yml") if "image" in yaml.safe_load(p.read_text()))
-ENDPOINT_SPECS = sorted((SPECS_DIR / "endpoints").glob("*.yml"))
+# the online ones (the batch endpoint and deployment: tests/test_batch.py)
+ENDPOINT_SPECS = sorted(p for p in (SPECS_DIR / "endpoints").glob("*.yml") if not p.name.startswith("batch-"))
+# the online ones; the batch endpoint and deployment load with their own loaders (tests/test_batch.py)
+ONLINE_SPECS = [path for path in ENDPOINT_SPECS if not path.name.startswith("batch-")]
 ASSET = re.compile(r"^azureml:([\w-]+)@latest$")
 
 
@@ -200,7 +204,7 @@ def is_deployment(spec: dict) -> bool:
     return "endpoint_name" in spec or "model" in spec
 
 
-@pytest.mark.parametrize("path", ENDPOINT_SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", ONLINE_SPECS, ids=lambda p: p.stem)
 def test_endpoint_spec_validates(path):
     spec = read(path)
     if not is_deployment(spec):

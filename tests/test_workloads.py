@@ -79,7 +79,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
     edit(root / "housing", lambda d: (d["compare"].update(metric="MAPE"), d.update(model=""), d["data"].pop("file")))
     with pytest.raises(WorkloadError) as refused:
         load_workload(root / "housing")
-    assert len(str(refused.value).splitlines()) == 4  # the file, then one line per problem
+    # the file, then one line per problem: the retraining pipeline's metric no longer agrees either
+    assert len(str(refused.value).splitlines()) == 5
 
 
 def test_an_automl_spec_must_fit_its_workload(tmp_path):
@@ -93,7 +94,7 @@ def test_an_automl_spec_must_fit_its_workload(tmp_path):
 def test_two_folders_declaring_one_name_and_unknown_names_are_refused(tmp_path):
     root = copy_of("housing", tmp_path)
     shutil.copytree(root / "housing", root / "housing2")
-    edit(root / "housing2", lambda d: d.update(name="housing"))
+    edit(root / "housing2", lambda d: (d.update(name="housing"), d.pop("retrain")))  # its pipeline trains housing
     with pytest.raises(WorkloadError, match="differs from its folder's name"):
         load_workloads(root=root)
     edit(root / "housing2", lambda d: d.update(name="housing2"))

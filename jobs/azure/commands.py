@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Mapping
 
 import yaml
-from azure.core.exceptions import ResourceNotFoundError
+from azure.ai.ml.entities import EndpointAuthKeys
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from infra import outputs as keys
 from jobs import flow, stack_outputs
 from jobs.azure import assets, entities
+from jobs.azure.credentials import first_line
 from jobs.azure.target import AzureTarget, WorkspaceMlflow, connect
 from jobs.flow import Endpoint, FlowError, JobResult, RegisteredModel, Report
 from jobs.workloads import Workload
@@ -49,6 +51,12 @@ def dry_run(outputs: Mapping[str, str | None], workloads: list[Workload], data_d
         for job in workload.jobs:
             built = entities.build_job(job, outputs, registered)
             documents.append((f"job {job.key}" + (f" ({built.note})" if built.note else ""), built.entity))
+        if workload.retrain:
+            built = entities.build_pipeline(workload, outputs, registered)
+            documents.append((f"{workload.name}: retraining pipeline" + (f" ({built.note})" if built.note else ""), built.entity))
+            schedule, _ = entities.schedule_entity(workload, outputs, registered)
+            state = "enabled" if schedule.is_enabled else "disabled"
+            documents.append((f"{workload.name}: retraining schedule, {state} in {outputs[keys.ENVIRONMENT]}", schedule))
         placeholder = JobResult(
             workload.jobs[0], "<the winning job>", "Completed", {workload.metric: float("nan")},
             model_uri="azureml://jobs/<the winner's best run>/outputs/results/paths/model/",
@@ -102,6 +110,79 @@ def invoke(azure: AzureTarget, workload: Workload, payload: dict, report: Report
         report(f"{endpoint.name}: {endpoint.scoring_uri} (swagger: {endpoint.swagger_uri})")
         report(f"{endpoint.name}: answers {answers[endpoint.name]}")
     return answers
+
+
+def scoring_access(azure: AzureTarget, workload: Workload, kind: str) -> tuple[str, dict[str, str]]:
+    """The scoring URI of the workload's `kind` online endpoint and the header that authorizes a request to it:
+    `Authorization: Bearer <key or token>`, as the SDK's own invoke sends it (azure-ai-ml
+    OnlineEndpointOperations.invoke; learn.microsoft.com/azure/machine-learning/how-to-authenticate-online-endpoint).
+    The header holds the endpoint's key: never print it."""
+    name = entities.endpoint_name(workload, kind, azure.outputs)
+    try:
+        live = azure.ml_client.online_endpoints.get(name)
+        credentials = azure.ml_client.online_endpoints.get_keys(name)
+    except ResourceNotFoundError:
+        raise FlowError(f"{workload.name}: {kind} endpoint {name} does not exist yet (`deploy` creates it)") from None
+    except HttpResponseError as error:  # e.g. 403: reading keys takes the onlineEndpoints/listkeys/action permission
+        raise FlowError(f"{workload.name}: cannot read the credentials of {kind} endpoint {name}: {first_line(error)}") from None
+    # key auth answers EndpointAuthKeys; aml_token and aad_token auth answer a token (EndpointAuthToken, EndpointAadToken)
+    secret = credentials.primary_key if isinstance(credentials, EndpointAuthKeys) else credentials.access_token
+    return live.scoring_uri, {"Authorization": f"Bearer {secret}"}
+
+
+def retrained(workloads: list[Workload]) -> list[Workload]:
+    found = [workload for workload in workloads if workload.retrain]
+    if not found:
+        raise FlowError(f"no retraining pipeline in {', '.join(w.name for w in workloads)} (workload.yml: retrain)")
+    return found
+
+
+def schedule(azure: AzureTarget, workloads: list[Workload], report: Report = print) -> dict[str, str]:
+    """Create or update each workload's retraining schedule for the stack's environment; one whose digest
+    (pipeline, data version, cron, time zone, on/off) is the live schedule's is left as it is. Returns what
+    happened to each schedule, by name."""
+    workloads = retrained(workloads)
+    environment = azure.outputs[keys.ENVIRONMENT]
+    azure.prepare(workloads, flow.stamped(report, "assets"))  # the data versions the pipelines read
+    done = {}
+    for workload in workloads:
+        wanted, digest = entities.schedule_entity(workload, azure.outputs, azure.assets)
+        state = "enabled" if wanted.is_enabled else "disabled"
+        try:
+            live = azure.ml_client.schedules.get(wanted.name)
+        except ResourceNotFoundError:
+            live = None
+        if live is not None and (live.tags or {}).get("digest") == digest and live.is_enabled == wanted.is_enabled:
+            done[wanted.name] = "unchanged"
+        else:
+            # submitting resolves the pipeline's components and uploads their code, as a job does
+            azure._uploading(lambda: azure.ml_client.schedules.begin_create_or_update(wanted).result(), report)
+            done[wanted.name] = "created" if live is None else "updated"
+        report(f"{workload.name}: schedule {wanted.name} {done[wanted.name]} ({state} in {environment}; cron "
+               f"{wanted.trigger.expression!r} {wanted.trigger.time_zone})")  # fmt: skip
+    return done
+
+
+def run_pipeline(azure: AzureTarget, workloads: list[Workload], report: Report = print) -> list[JobResult]:
+    """Submit each workload's retraining pipeline now (an unchanged one already run is reused) and wait for
+    it; a failed pipeline is reported with its log."""
+    workloads = retrained(workloads)
+    azure.prepare(workloads, flow.stamped(report, "assets"))
+    results = []
+    for workload in workloads:
+        built = entities.build_pipeline(workload, azure.outputs, azure.assets)
+        stamped = flow.stamped(report, built.job.key)
+        if built.note:
+            stamped(built.note)
+        submitted = azure._submit(built.entity, stamped)
+        done = azure._wait(submitted, stamped)
+        error = None if done.status == "Completed" else azure._error(done.name)
+        log = f"{done.studio_url} (each step's Outputs + logs), or `az ml job download --name {done.name} --all`"
+        results.append(JobResult(built.job, done.name, done.status, url=done.studio_url, error=error, log=log))
+    failed = [r for r in results if not r.succeeded]
+    if failed:
+        raise FlowError("\n".join(f"pipeline {r.job.key} ({r.run_name}) {r.status}: {r.error}\n  log: {r.log}" for r in failed))
+    return results
 
 
 def status(azure: AzureTarget, workloads: list[Workload], report: Report = print) -> None:

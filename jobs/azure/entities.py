@@ -19,14 +19,22 @@ from typing import Mapping
 
 from azure.ai.ml import load_job, load_online_deployment, load_online_endpoint
 from azure.ai.ml.constants import AssetTypes
+from azure.ai.ml.exceptions import ValidationException
 from azure.ai.ml.entities import (
     Command,
+    CronTrigger,
     Job as AzureJob,
+    JobSchedule,
     KubernetesOnlineDeployment,
     Model,
     OnlineDeployment,
     OnlineEndpoint,
+    PipelineJob,
 )
+
+# azure-ai-ml exports no load_schedule; `az ml schedule create` loads the YAML with this same function
+# (azure-cli-extensions, src/machinelearningservices/azext_mlv2/manual/custom/schedule.py)
+from azure.ai.ml.entities._load_functions import load_schedule
 
 from infra import outputs as keys
 from infra.naming import ENDPOINT_RULE
@@ -39,8 +47,10 @@ ENDPOINTS_DIR = SPECS_DIR / "endpoints"
 COMPUTE_PLACEHOLDERS = {"cpu-cluster": keys.CPU_CLUSTER, "gpu-cluster": keys.GPU_CLUSTER}
 # a managed deployment's outbound access on a private stack
 PRIVATE_EGRESS = "disabled"
-# endpoint kind -> what its name says: `<workload>-<label>-<6 hex>`
-ENDPOINT_LABELS = {"managed": "online", "kubernetes": "k8s"}
+# endpoint kind -> what its name says: `<workload>-<label>-<6 hex>`. Batch endpoint names keep the same rule
+# (azure-ai-ml checks both with EndpointConfigurations.NAME_REGEX_PATTERN, 3-32 characters) and are unique per
+# region too ("The endpoint's name must be unique within an Azure region", how-to-use-batch-model-deployments)
+ENDPOINT_LABELS = {"managed": "online", "kubernetes": "k8s", "batch": "batch"}
 ENDPOINT_SUFFIX = 6
 # an asset reference as written in a spec (`azureml:housing@latest`) or as loaded (`housing@latest`)
 _REFERENCE = re.compile(r"^(?:azureml:)?(?P<name>[A-Za-z0-9_.-]+?)(?:@latest|:[A-Za-z0-9_.-]+)?$")
@@ -65,18 +75,25 @@ def _pin_references(entity, assets: Mapping[str, Asset]) -> list[str]:
     inputs = list((getattr(entity, "inputs", None) or {}).values())
     inputs += [getattr(entity, name, None) for name in ("training_data", "validation_data", "test_data")]
     for job_input in inputs:
-        if isinstance(getattr(job_input, "path", None), str):
+        if isinstance(_path(job_input), str):
             job_input.path = pin(job_input.path, assets)
             references.append(job_input.path)
     return references
 
 
-def compute_for(job: Job, entity: AzureJob, outputs: Mapping[str, str | None]) -> tuple[str, str | None]:
+def _path(job_input) -> str | None:
+    try:
+        return getattr(job_input, "path", None)
+    except ValidationException:  # a pipeline's literal input (a string, a number) has no path
+        return None
+
+
+def compute_for(job: Job, compute: str | None, outputs: Mapping[str, str | None]) -> tuple[str, str | None]:
     """(the stack's compute for the spec's placeholder, a note when the stack lacks what the spec asks for)."""
-    placeholder = str(entity.compute or "").removeprefix("azureml:")
+    placeholder = str(compute or "").removeprefix("azureml:")
     if placeholder not in COMPUTE_PLACEHOLDERS:
         raise FlowError(
-            f"{job.spec}: compute {entity.compute!r} is none of the placeholders "
+            f"{job.spec}: compute {compute!r} is none of the placeholders "
             f"{', '.join('azureml:' + p for p in COMPUTE_PLACEHOLDERS)}"
         )
     compute = outputs.get(COMPUTE_PLACEHOLDERS[placeholder])
@@ -119,7 +136,7 @@ def build_job(job: Job, outputs: Mapping[str, str | None], assets: Mapping[str, 
         # folder resolved first (the conversion forgets the spec's folder)
         entity.code = str((spec.parent / entity.code).resolve())
         entity = entity._to_job()
-    compute, note = compute_for(job, entity, outputs)
+    compute, note = compute_for(job, entity.compute, outputs)
     entity.compute = compute
     references = _pin_references(entity, assets)
     code = getattr(entity, "code", None) or getattr(getattr(entity, "trial", None), "code", None)
@@ -129,6 +146,63 @@ def build_job(job: Job, outputs: Mapping[str, str | None], assets: Mapping[str, 
     entity.experiment_name = entity.experiment_name or job.workload
     entity.tags = {**(entity.tags or {}), "workload": job.workload, "job": job.key, "git_commit": git_commit()}
     return BuiltJob(job, entity, note)
+
+
+def build_pipeline(workload: Workload, outputs: Mapping[str, str | None], assets: Mapping[str, Asset]) -> BuiltJob:
+    """The workload's retraining pipeline: each step on the compute the stack outputs name (the pipeline's
+    default compute for steps that name none), our assets pinned, and named after everything that
+    determines its result, as build_job names a job."""
+    pipeline_file = workload.retrain.pipeline
+    entity: PipelineJob = load_job(pipeline_file)
+    job = Job(workload.name, f"{workload.name}-retrain", pipeline_file)
+    notes, references, digests = [], [], [pipeline_file.read_text()]
+    default = entity.settings.default_compute
+    for name, step in entity.jobs.items():
+        step.compute, note = compute_for(job, step.compute or default, outputs)
+        if note:
+            notes.append(note.replace(job.key, f"{job.key} step {name}"))
+        component = step.component  # the step's environment is its component's; its inputs are bindings
+        if isinstance(component.environment, str):
+            component.environment = pin(component.environment, assets)
+            references.append(component.environment)
+        code = getattr(component, "code", None)
+        if isinstance(code, str) and Path(code).is_dir():
+            digests.append(digest_folder(Path(code)))
+        digests.append(str(component._to_dict() if hasattr(component, "_to_dict") else component))
+    entity.settings.default_compute, _ = compute_for(job, default, outputs)
+    references += _pin_references(entity, assets)
+    entity.name = f"{job.key}-{digest_text(*digests, *sorted(references))[:10]}"
+    entity.experiment_name = entity.experiment_name or f"{workload.name}-retrain"
+    entity.tags = {**(entity.tags or {}), "workload": workload.name, "job": job.key, "git_commit": git_commit()}
+    return BuiltJob(job, entity, "; ".join(notes) or None)
+
+
+def schedule_entity(
+    workload: Workload, outputs: Mapping[str, str | None], assets: Mapping[str, Asset]
+) -> tuple[JobSchedule, str]:
+    """The workload's retraining schedule for the stack's environment (its cron and on/off from workload.yml's
+    retrain.environments), submitting the retraining pipeline; and the digest of everything it holds, which the stage
+    compares with the live schedule's to leave an unchanged one alone.
+
+    Azure ML resolves a data input's `@latest` when the schedule is created (azure-ai-ml
+    _job_operations._resolve_job_input -> _resolve_name_version_from_name_label), so each scheduled run
+    trains on the data version the stage registered last; the pinned version is in the digest, so new data
+    updates the schedule."""
+    environment = outputs[keys.ENVIRONMENT]
+    pipeline = build_pipeline(workload, outputs, assets).entity
+    loaded = load_schedule(workload.retrain.schedule)
+    settings = workload.retrain.settings(environment)
+    trigger = CronTrigger(expression=settings["cron"], time_zone=loaded.trigger.time_zone,
+                          start_time=loaded.trigger.start_time, end_time=loaded.trigger.end_time)  # fmt: skip
+    digest = digest_text(pipeline.name, settings["cron"], str(loaded.trigger.time_zone), str(settings["enabled"]),
+                         workload.retrain.schedule.read_text())[:12]  # fmt: skip
+    tags = {**(loaded.tags or {}), "workload": workload.name, "environment": environment, "digest": digest}
+    pipeline.name = None  # every run the schedule starts gets a name of its own
+    schedule = JobSchedule(
+        name=loaded.name, display_name=loaded.display_name, description=loaded.description, tags=tags,
+        trigger=trigger, create_job=pipeline, is_enabled=settings["enabled"],
+    )  # fmt: skip
+    return schedule, digest
 
 
 def model_entity(workload: Workload, best: JobResult, version: str) -> Model:
@@ -150,7 +224,7 @@ def model_entity(workload: Workload, best: JobResult, version: str) -> Model:
 
 
 def endpoint_name(workload: Workload, kind: str, outputs: Mapping[str, str | None]) -> str:
-    """`<workload>-<online|k8s>-<6 hex>`: online endpoint names are unique per Azure region, so the suffix is
+    """`<workload>-<online|k8s|batch>-<6 hex>`: endpoint names are unique per Azure region, so the suffix is
     derived from the workspace's identity (subscription, resource group, workspace); the workload's name is
     short enough for the whole to keep the endpoint rule (infra/naming.py)."""
     workspace = "/".join(outputs[key] for key in (keys.SUBSCRIPTION_ID, keys.RESOURCE_GROUP, keys.WORKSPACE))
@@ -200,16 +274,24 @@ def deployment_entity(
             deployment.egress_public_network_access = PRIVATE_EGRESS
     if isinstance(deployment, KubernetesOnlineDeployment):
         deployment.instance_type = outputs[keys.KUBERNETES_INSTANCE_TYPE]
-    code_digest = ""
-    if deployment.code_configuration and isinstance(deployment.code_configuration.code, str):
-        code = (spec.parent / deployment.code_configuration.code).resolve()
-        deployment.code_configuration.code = str(code)
-        code_digest = digest_folder(code)
-    served = [spec.read_text(), code_digest, str(deployment.environment), deployment.model, str(deployment.instance_type)]
+    served = [str(deployment.instance_type)]
     if getattr(deployment, "egress_public_network_access", None):
         # egress cannot change on an existing deployment ("You cannot update (enable or disable) the
         # egress_public_network_access flag after creating the deployment", how-to-secure-online-endpoint),
         # so a change must make a new one; left out when unset, so public stacks keep their names
         served.append(f"egress={deployment.egress_public_network_access}")
-    deployment.name = f"v{model.version}-{digest_text(*served)[:8]}"[:32]
+    name_after_served(deployment, spec, model, *served)
     return deployment
+
+
+def name_after_served(deployment, spec: Path, model: RegisteredModel, *served: str) -> None:
+    """Resolve the deployment's code folder (relative to its spec) and name it `v<model version>-<digest>` of
+    everything it serves: the spec, the scoring code, the environment, the model and `served`, so a
+    deployment that already serves exactly this is recognised on a re-run."""
+    code_digest = ""
+    if deployment.code_configuration and isinstance(deployment.code_configuration.code, str):
+        code = (spec.parent / deployment.code_configuration.code).resolve()
+        deployment.code_configuration.code = str(code)
+        code_digest = digest_folder(code)
+    inputs = [spec.read_text(), code_digest, str(deployment.environment), deployment.model, *served]
+    deployment.name = f"v{model.version}-{digest_text(*inputs)[:8]}"[:32]

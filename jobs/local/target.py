@@ -101,6 +101,7 @@ class LocalTarget:
         self.catalog: dict[str, CatalogEntry] = {}
         self.data_files: dict[str, Path] = {}
         self.servers: dict[str, LocalServer] = {}  # by endpoint name
+        self.held_slots: set[str] = set()  # endpoints whose server holds a training slot until released
         self._client = None
         self._best_trials: dict[str, str] = {}
 
@@ -187,19 +188,21 @@ class LocalTarget:
         return RegisteredModel(workload.model, str(version.version), workload.metric, value, best.run_name)
 
     def deploy(self, workload: Workload, model: RegisteredModel, report: Report) -> list[Endpoint]:
-        import mlflow
-
-        self.client  # noqa: B018
-        # the layout Azure ML mounts: AZUREML_MODEL_DIR/<name>/<version>/<model folder>
-        model_dir = self.work_dir / "models" / model.name / model.version
-        if not (model_dir / "model" / "MLmodel").is_file():
-            shutil.rmtree(model_dir, ignore_errors=True)
-            mlflow.artifacts.download_artifacts(f"models:/{model.name}/{model.version}", dst_path=str(model_dir / "model"))
+        model_dir = self.model_dir(model)
         log_path = self.work_dir / "logs" / f"server-{model.name}-{model.version}.log"
         server = LocalServer(model_dir, self.port, log_path, self.workers)
         report(f"starting azmlinfsrv with score.py for {model.name}:{model.version} (log: {log_path})")
         endpoint = Endpoint(f"local-{workload.name}", "local", f"{server.url}/score", f"{server.url}/swagger.json")
-        self.servers[endpoint.name] = server.start()
+        if not self.keep_serving:
+            # a server that is released once its answer is checked takes a training process's place
+            # meanwhile: it holds as much memory as one, and the run's peak is the processes at once
+            self.slots.acquire()
+            self.held_slots.add(endpoint.name)
+        try:
+            self.servers[endpoint.name] = server.start()
+        except BaseException:
+            self._free_slot(endpoint.name)
+            raise
         report(f"healthy at {server.url}")
         return [endpoint]
 
@@ -212,8 +215,26 @@ class LocalTarget:
         for endpoint in endpoints:
             if server := self.servers.pop(endpoint.name, None):
                 server.stop()
+            self._free_slot(endpoint.name)
+
+    def _free_slot(self, endpoint: str) -> None:
+        if endpoint in self.held_slots:
+            self.held_slots.discard(endpoint)
+            self.slots.release()
 
     # -- beyond the protocol ----------------------------------------------------------------------------
+
+    def model_dir(self, model: RegisteredModel) -> Path:
+        """The registered model downloaded once, in the layout Azure ML mounts for online and batch
+        deployments alike: AZUREML_MODEL_DIR/<name>/<version>/<model folder>; returns that version's folder."""
+        import mlflow
+
+        self.client  # noqa: B018  (points mlflow at the local store)
+        folder = self.work_dir / "models" / model.name / model.version
+        if not (folder / "model" / "MLmodel").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            mlflow.artifacts.download_artifacts(f"models:/{model.name}/{model.version}", dst_path=str(folder / "model"))
+        return folder
 
     def latest_model(self, workload: Workload) -> RegisteredModel:
         found = self.client.search_model_versions(f"name='{workload.model}'", order_by=["version_number DESC"], max_results=1)
@@ -227,9 +248,9 @@ class LocalTarget:
         return RegisteredModel(version.name, str(version.version), workload.metric, value, version.tags.get("source_run", ""))
 
     def close(self) -> None:
-        for server in self.servers.values():
-            server.stop()
-        self.servers.clear()
+        for name in list(self.servers):
+            self.servers.pop(name).stop()
+            self._free_slot(name)
 
     # -- data -----------------------------------------------------------------------------------------
 

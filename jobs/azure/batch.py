@@ -1,0 +1,146 @@
+"""Batch scoring in Azure ML: a workload's registered model on a batch endpoint, invoked on a folder of CSV files.
+
+The endpoint and its model batch deployment come from jobs/specs/endpoints/batch-{endpoint,deployment}.yml and
+the stack outputs, as entities.py builds the online ones: the endpoint is `<workload>-batch-<6 hex>`, the
+deployment runs jobs/src/batch_score.py on the stack's CPU cluster with the inference environment registered
+for this run, and is named after what it serves, so an unchanged one is left alone. It becomes the endpoint's
+default; invoking it uploads the input folder and starts a batch scoring job, which is waited for like any job.
+Its output (predictions.csv, batch_score.py's rows) is then downloaded and counted: rows scored, rows failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from azure.ai.ml import Input, load_batch_endpoint
+from azure.ai.ml.entities import BatchEndpoint, ModelBatchDeployment
+
+# azure-ai-ml exports only load_batch_deployment, whose schema refuses the current format's nested `settings:`
+# ("settings: Unknown field"); the model batch deployment's own loader reads it
+from azure.ai.ml.entities._load_functions import load_model_batch_deployment
+from azure.core.exceptions import ResourceNotFoundError
+
+from jobs import flow
+from jobs.azure import entities
+from jobs.azure.assets import WORK_DIR, Asset
+from jobs.azure.target import AzureTarget
+from jobs.flow import FlowError, Job, RegisteredModel, Report
+from jobs.local.batch import BatchSummary, read_output
+from jobs.workloads import Workload
+
+ENDPOINT_SPEC = entities.ENDPOINTS_DIR / "batch-endpoint.yml"
+DEPLOYMENT_SPEC = entities.ENDPOINTS_DIR / "batch-deployment.yml"
+# where a batch job's scoring output lives (azure-ai-ml's BATCH_JOB_CHILD_RUN_OUTPUT_NAME)
+OUTPUT_NAME = "score"
+DOWNLOADS = WORK_DIR.parent / "azure-batch"
+
+
+def endpoint_entity(workload: Workload, outputs: Mapping[str, str | None]) -> BatchEndpoint:
+    endpoint = load_batch_endpoint(ENDPOINT_SPEC)
+    endpoint.name = entities.endpoint_name(workload, "batch", outputs)
+    endpoint.description = workload.description
+    endpoint.tags = {**(endpoint.tags or {}), "workload": workload.name}
+    return endpoint
+
+
+def deployment_entity(
+    workload: Workload, outputs: Mapping[str, str | None], model: RegisteredModel, assets: Mapping[str, Asset]
+) -> ModelBatchDeployment:
+    """The model batch deployment of `model`, on the cluster the stack's outputs name for the spec's
+    placeholder, named after everything it serves (the spec holds its settings)."""
+    deployment = load_model_batch_deployment(DEPLOYMENT_SPEC)
+    deployment.endpoint_name = entities.endpoint_name(workload, "batch", outputs)
+    deployment.model = f"azureml:{model.name}:{model.version}"
+    if isinstance(deployment.environment, str):
+        deployment.environment = entities.pin(deployment.environment, assets)
+    spec_job = Job(workload.name, f"{workload.name}-batch", DEPLOYMENT_SPEC)  # names the spec in errors
+    deployment.compute, _ = entities.compute_for(spec_job, deployment.compute, outputs)
+    deployment.tags = {**(deployment.tags or {}), "workload": workload.name}
+    entities.name_after_served(deployment, DEPLOYMENT_SPEC, model, deployment.compute)
+    return deployment
+
+
+def dry_run_documents(
+    workload: Workload, outputs: Mapping[str, str | None], assets: Mapping[str, Asset], model: RegisteredModel
+) -> list[tuple[str, object]]:
+    """The entities score_batch sends, titled, for the dry run."""
+    deployment = deployment_entity(workload, outputs, model, assets)
+    return [
+        (f"{workload.name}: batch endpoint", endpoint_entity(workload, outputs)),
+        (f"{workload.name}: batch deployment, made the endpoint's default, then invoked on the input folder", deployment),
+    ]
+
+
+def latest_model(azure: AzureTarget, workload: Workload) -> RegisteredModel:
+    try:
+        model = azure.ml_client.models.get(workload.model, label="latest")
+    except ResourceNotFoundError:
+        raise FlowError(f"model {workload.model} is not registered (`run` registers the best one)") from None
+    source = (model.tags or {}).get("source_job", "?")
+    return RegisteredModel(model.name, str(model.version), workload.metric, float("nan"), source)
+
+
+def score_latest(azure: AzureTarget, workload: Workload, input_dir: Path, report: Report = print) -> BatchSummary:
+    """`python -m jobs batch --stack|--outputs`: the inference environment registered, then the workload's
+    latest registered model over `input_dir`."""
+    azure.prepare([workload], flow.stamped(report, "assets"), data=False)
+    return score_batch(azure, workload, latest_model(azure, workload), input_dir, report)
+
+
+def score_batch(
+    azure: AzureTarget, workload: Workload, model: RegisteredModel, input_dir: Path, report: Report = print,
+    download_dir: Path | None = None,
+) -> BatchSummary:  # fmt: skip
+    """The batch endpoint and deployment of `model` created or updated, the deployment made the default, a
+    batch scoring job over the files of `input_dir`, waited for, and its output downloaded (under
+    `download_dir`, default .local/azure-batch/<job>) and counted. A failed job is a FlowError with the job's
+    error and where its logs are."""
+    files = sorted(path for path in Path(input_dir).glob("*") if path.is_file())
+    if not files:
+        raise FlowError(f"no input files in {input_dir}")
+    endpoint = endpoint_entity(workload, azure.outputs)
+    deployment = deployment_entity(workload, azure.outputs, model, azure.assets)
+    _roll_out(azure, endpoint, deployment, report)
+    folder = Input(type="uri_folder", path=str(Path(input_dir).resolve()))  # a local folder is uploaded
+    invoked = azure._uploading(
+        lambda: azure.ml_client.batch_endpoints.invoke(endpoint_name=endpoint.name, deployment_name=deployment.name, input=folder),
+        report,
+    )
+    report(f"batch job {invoked.name}: {len(files)} files from {input_dir}")
+    job = azure._wait(azure.ml_client.jobs.get(invoked.name), report)
+    if job.status != "Completed":
+        raise FlowError(
+            f"batch job {job.name} on {endpoint.name} {job.status}: {azure._error(job.name)}\n"
+            f"  log: {job.studio_url} (Outputs + logs: logs/user/error.txt, logs/job_progress_overview.txt), "
+            f"or `az ml job download --name {job.name} --all`"
+        )
+    target = Path(download_dir or DOWNLOADS) / job.name
+    azure.ml_client.jobs.download(job.name, output_name=OUTPUT_NAME, download_path=str(target))
+    name = deployment.settings.output_file_name
+    found = sorted(target.rglob(name))
+    if not found:
+        raise FlowError(f"batch job {job.name} completed but its output has no {name} (downloaded to {target})")
+    return BatchSummary(str(found[0]), len(files), read_output(found[0]), deployment.settings.error_threshold,
+                        location=job.studio_url)  # fmt: skip
+
+
+def _roll_out(azure: AzureTarget, endpoint: BatchEndpoint, deployment: ModelBatchDeployment, report: Report) -> None:
+    """Create the endpoint if missing and the deployment if no deployment serves exactly this yet (creating one
+    uploads the scoring code), then make it the endpoint's default."""
+    batch_endpoints, batch_deployments = azure.ml_client.batch_endpoints, azure.ml_client.batch_deployments
+    try:
+        live = batch_endpoints.get(endpoint.name)
+    except ResourceNotFoundError:
+        report(f"creating batch endpoint {endpoint.name}")
+        live = batch_endpoints.begin_create_or_update(endpoint).result()
+    try:
+        batch_deployments.get(deployment.name, endpoint_name=endpoint.name)
+        report(f"batch deployment {deployment.name} already serves this")
+    except ResourceNotFoundError:
+        report(f"creating batch deployment {deployment.name} on {deployment.compute}")
+        azure._uploading(lambda: batch_deployments.begin_create_or_update(deployment).result(), report)
+    if getattr(live.defaults, "deployment_name", None) != deployment.name:
+        endpoint.defaults = {"deployment_name": deployment.name}
+        batch_endpoints.begin_create_or_update(endpoint).result()
+        report(f"{endpoint.name}: default deployment {deployment.name}")
