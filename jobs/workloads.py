@@ -151,17 +151,25 @@ class _Problems:
             raise WorkloadError(f"{self.path}:\n  " + "\n  ".join(self.lines))
 
 
+def read_mapping(path: Path, missing: str, what: str = "a mapping", error: type[FlowError] = FlowError) -> dict:
+    """A YAML file that holds a mapping; `error` says `missing` when there is no file, and names the file when
+    it is not YAML or not a mapping."""
+    if not path.is_file():
+        raise error(missing)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise error(f"{path}: expected {what}")
+    return document
+
+
 def load_workload(folder: Path) -> Workload:
     """The workload in `folder`, or WorkloadError naming the file and every bad key."""
     path = Path(folder) / WORKLOAD_FILE
-    if not path.is_file():
-        raise WorkloadError(f"{folder}: no {WORKLOAD_FILE} (a workload folder declares its workload there)")
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise WorkloadError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise WorkloadError(f"{path}: expected a mapping of workload keys")
+    document = read_mapping(path, f"{folder}: no {WORKLOAD_FILE} (a workload folder declares its workload there)",
+                            "a mapping of workload keys", WorkloadError)  # fmt: skip
     problems = _Problems(path)
     known = {"name", "description", "data", "candidates", "compare", "model", "serve", "retrain"}
     for key in sorted(set(document) - known):

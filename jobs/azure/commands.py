@@ -100,11 +100,7 @@ def invoke(azure: AzureTarget, workload: Workload, payload: dict, report: Report
     """Score a request on the workload's online endpoints through their live traffic split."""
     answers = {}
     for kind in workload.online:
-        name = entities.endpoint_name(workload, kind, azure.outputs)
-        try:
-            live = azure.ml_client.online_endpoints.get(name)
-        except ResourceNotFoundError:
-            raise FlowError(f"{workload.name}: {kind} endpoint {name} does not exist yet (`deploy` creates it)") from None
+        live = live_endpoint(azure, workload, kind)
         endpoint = Endpoint(live.name, kind, live.scoring_uri, live.openapi_uri)
         answers[endpoint.name] = azure.invoke(endpoint, payload)
         report(f"{endpoint.name}: {endpoint.scoring_uri} (swagger: {endpoint.swagger_uri})")
@@ -112,17 +108,24 @@ def invoke(azure: AzureTarget, workload: Workload, payload: dict, report: Report
     return answers
 
 
+def live_endpoint(azure: AzureTarget, workload: Workload, kind: str):
+    """The workload's `kind` online endpoint as the workspace has it; FlowError when it is not created yet."""
+    name = entities.endpoint_name(workload, kind, azure.outputs)
+    try:
+        return azure.ml_client.online_endpoints.get(name)
+    except ResourceNotFoundError:
+        raise FlowError(f"{workload.name}: {kind} endpoint {name} does not exist yet (`deploy` creates it)") from None
+
+
 def scoring_access(azure: AzureTarget, workload: Workload, kind: str) -> tuple[str, dict[str, str]]:
     """The scoring URI of the workload's `kind` online endpoint and the header that authorizes a request to it:
     `Authorization: Bearer <key or token>`, as the SDK's own invoke sends it (azure-ai-ml
     OnlineEndpointOperations.invoke; learn.microsoft.com/azure/machine-learning/how-to-authenticate-online-endpoint).
     The header holds the endpoint's key: never print it."""
-    name = entities.endpoint_name(workload, kind, azure.outputs)
+    live = live_endpoint(azure, workload, kind)
+    name = live.name
     try:
-        live = azure.ml_client.online_endpoints.get(name)
         credentials = azure.ml_client.online_endpoints.get_keys(name)
-    except ResourceNotFoundError:
-        raise FlowError(f"{workload.name}: {kind} endpoint {name} does not exist yet (`deploy` creates it)") from None
     except HttpResponseError as error:  # e.g. 403: reading keys takes the onlineEndpoints/listkeys/action permission
         raise FlowError(f"{workload.name}: cannot read the credentials of {kind} endpoint {name}: {first_line(error)}") from None
     # key auth answers EndpointAuthKeys; aml_token and aad_token auth answer a token (EndpointAuthToken, EndpointAadToken)

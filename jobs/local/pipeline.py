@@ -19,12 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from jobs.flow import FlowError, Report, in_parallel
 from jobs.local.server import tail
 from jobs.local.specs import render
-from jobs.workloads import Workload
+from jobs.workloads import Workload, read_mapping
 
 _PARENT = re.compile(r"^\$\{\{\s*parent\.(inputs|outputs)\.([A-Za-z0-9_]+)\s*\}\}$")
 _STEP_OUTPUT = re.compile(r"^\$\{\{\s*parent\.jobs\.([A-Za-z0-9_]+)\.outputs\.([A-Za-z0-9_]+)\s*\}\}$")
@@ -66,15 +64,7 @@ class PipelineRun:
 
 
 def _load(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise FlowError(f"{what} not found: {path}")
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise FlowError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(document, dict):
-        raise FlowError(f"{path}: expected a mapping")
-    return document
+    return read_mapping(path, f"{what} not found: {path}")
 
 
 def load_steps(pipeline_file: Path) -> tuple[dict, dict[str, Step]]:

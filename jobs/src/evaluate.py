@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
             mlflow.log_metric(f"registered_{args.metric}", value)
             print(f"registered {args.model_name}:{current.version}: {args.metric}={value:.6g}")
         # strictly better: an equal model is no reason for a new version
-        better = registered is None or (best[args.metric] != registered[args.metric]
-                                        and better_of(best[args.metric], registered[args.metric]) == best[args.metric])  # fmt: skip
+        new, old = best[args.metric], registered and registered[args.metric]
+        better = registered is None or (new < old if args.goal == "minimize" else new > old)
         verdict = {
             "metric": args.metric, "goal": args.goal, "held_out_rows": len(x_test), "candidates": candidates,
             "best": best, "registered": registered, "better": better,
