@@ -279,9 +279,7 @@ def batch(args, target) -> None:
                             "under .local/azure-batch/)")  # fmt: skip
         summary = azure_batch.score_latest(target, workload, args.input)
     else:
-        from jobs.local.batch import score_folder
-
-        summary = score_folder(target, workload, args.input, args.output, print)
+        summary = target.score_batch(workload, target.latest_model(workload), args.input, print, args.output)
     summary.report(print)
     if not summary.passed:
         raise FlowError(f"batch scoring stopped: {summary.failed_items} failed files passed the deployment's "

@@ -6,6 +6,7 @@ them lives behind the protocol below. It knows workloads (jobs/workloads.py), no
 
 from __future__ import annotations
 
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
+    from jobs.batch import BatchSummary
     from jobs.workloads import Workload
 
 # what every workload shares: the environments and the endpoint and deployment specs
@@ -89,6 +91,10 @@ class Target(Protocol):
         """The flow is done with these endpoints (deployed and answering their sample): Azure's stay up, the
         local target stops its servers unless told to keep them."""
 
+    def score_batch(self, workload: Workload, model: RegisteredModel, input_dir: Path, report: Report) -> BatchSummary:
+        """Score every file of `input_dir` with `model` as the workload's batch deployment does, wait, and
+        return where the output is and its counts (a failed job raises FlowError, naming its log)."""
+
 
 class FlowError(RuntimeError):
     """A step failed; the message names what failed and where to look."""
@@ -116,6 +122,7 @@ class WorkloadSummary:
     model: RegisteredModel
     endpoints: list[Endpoint]
     answers: dict[str, list]
+    batch: BatchSummary | None = None
 
 
 @dataclass
@@ -123,7 +130,7 @@ class Summary:
     workloads: list[WorkloadSummary]
 
     def table(self) -> str:
-        rows = [("workload", "job", "held-out metric", "model", "scoring URL")]
+        rows = [("workload", "job", "held-out metric", "model", "scoring URL (batch: its output)")]
         for done in self.workloads:
             metric = done.workload.metric
             for result in done.results:
@@ -134,6 +141,10 @@ class Summary:
                 urls = ", ".join(e.scoring_uri for e in done.endpoints) if won else "-"
                 rows.append((done.workload.name, result.job.key, shown, model, urls))
             rows += [(done.workload.name, key, "not run", "-", reason) for key, reason in done.skipped.items()]
+            if done.batch:
+                tally, model = done.batch.tally, f"{done.model.name}:{done.model.version}"
+                counts = f"{tally.scored:,} scored, {tally.failed + tally.unreadable:,} failed"
+                rows.append((done.workload.name, "batch (sample)", counts, model, done.batch.location or done.batch.output))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         return "\n".join(
             "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4] for row in rows
@@ -194,9 +205,30 @@ def serve(target: Target, workload: Workload, results: list[JobResult], report: 
     return model, endpoints, answers
 
 
+def score_sample_in_batch(target: Target, workload: Workload, model: RegisteredModel, answers: list | None, report: Report) -> BatchSummary:
+    """The sample request's records as a folder of CSV files, scored by the batch deployment: each must come
+    back scored, as the online endpoint (if any) answered it."""
+    from jobs.batch import sample_problem, write_sample
+
+    with tempfile.TemporaryDirectory(prefix=f"{workload.name}-batch-sample-") as folder:
+        files = write_sample(workload.request(), Path(folder))
+        stamp = stamped(report, f"{workload.name} batch")
+        stamp(f"scoring the sample request's {files} records, one CSV file each")
+        summary = target.score_batch(workload, model, Path(folder), stamp)
+    summary.report(stamp)
+    if problem := sample_problem(summary, files, answers):
+        raise FlowError(f"{workload.name}: batch scoring of the sample ({summary.output}): {problem}")
+    return summary
+
+
 def run_workload(target: Target, workload: Workload, report: Report) -> WorkloadSummary:
     results, skipped = run_jobs(target, list(workload.jobs), report)
-    return WorkloadSummary(workload, results, skipped, *serve(target, workload, results, report))
+    model, endpoints, answers = serve(target, workload, results, report)
+    batch = None
+    if workload.batch:
+        online = next(iter(answers.values()), None)
+        batch = score_sample_in_batch(target, workload, model, online, report)
+    return WorkloadSummary(workload, results, skipped, model, endpoints, answers, batch)
 
 
 def run(target: Target, workloads: list[Workload], report: Report = print) -> Summary:

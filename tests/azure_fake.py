@@ -9,6 +9,7 @@ body) or of azure-storage-blob (`error_code`).
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import threading
 import time
@@ -173,6 +174,21 @@ JOB_KEYS = sorted([job.key for workload in WORKLOADS for job in workload.jobs]
                   + [f"{workload.name}-retrain" for workload in WORKLOADS if workload.retrain], key=len, reverse=True)  # fmt: skip
 # the workloads whose endpoints answer as classifiers: endpoint names start with the workload's name
 CLASSIFIERS = tuple(workload.name for workload in WORKLOADS if workload.task == "classification")
+
+
+def fake_answer(classifier: bool, record: dict):
+    """The fake workspace's model, online and in batch alike: a figure from the record's numeric fields (a CSV
+    field counts when it reads as a number), so both answer the same record the same way."""
+    total = 0.0
+    for value in record.values():
+        try:
+            total += float(value) if value not in (None, "") else 0.0
+        except (TypeError, ValueError):
+            pass
+    if not classifier:
+        return round(100000.0 + total, 3)
+    probability = round(total % 997 / 997, 6)
+    return {"label": "yes" if probability >= 0.5 else "no", "probability": probability}
 
 
 def _key(name: str) -> str:
@@ -432,9 +448,7 @@ class EndpointOperations:
         deployment = self.deployments.store.get((endpoint_name, deployment_name))
         if deployment is not None and self.deployments.kind_of(deployment) in self.sim.broken_scoring:
             return json.dumps({"message": "model failed to load"})
-        if endpoint_name.startswith(CLASSIFIERS):
-            return json.dumps([{"label": "no", "probability": 0.1 + i / 100} for i in range(len(rows))])
-        return json.dumps([100000.0 + i for i in range(len(rows))])
+        return json.dumps([fake_answer(endpoint_name.startswith(CLASSIFIERS), row) for row in rows])
 
 
 class DeploymentOperations:
@@ -573,27 +587,29 @@ class BatchEndpointOperations:
         # as the SDK's _validate_deployment_name refuses an unknown deployment
         deployment = self.deployments.get(deployment_name, endpoint_name=endpoint_name)
         name = f"batchjob-{len(self.invoked):04d}"
-        output = _batch_output(Path(input.path)) if not self.sim.failing_batch else ""
+        output = _batch_output(Path(input.path), endpoint_name.startswith(CLASSIFIERS)) if not self.sim.failing_batch else ""
         self.jobs.start_batch_job(name, deployment.settings.output_file_name, output)
         return SimpleNamespace(name=name, status="Queued")
 
 
-def _batch_output(folder: Path) -> str:
-    """batch_score.py's rows for a folder of CSV files, as a two-class model answers them: every data row
-    scored, or one error row (its row empty) for a file that is not UTF-8 text."""
+def _batch_output(folder: Path, classifier: bool) -> str:
+    """batch_score.py's rows for a folder of CSV files, as fake_answer scores them: every data row scored, or
+    one error row (its row empty) for a file that is not UTF-8 text."""
     import pandas as pd
 
-    parts = []
+    predictions = ["label", "probability"] if classifier else ["prediction"]
+    rows = []
     for path in sorted(folder.iterdir()):
         try:
-            rows = len([line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]) - 1
+            records = list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
         except UnicodeDecodeError as error:
-            parts.append(pd.DataFrame({"file": [path.name], "row": pd.array([None], dtype="Int64"), "status": ["error"],
-                                       "label": [None], "probability": [None], "error": [f"cannot be read as UTF-8 CSV text: {error}"]}))  # fmt: skip
+            rows.append([path.name, None, "error", *[None] * len(predictions), f"cannot be read as UTF-8 CSV text: {error}"])
             continue
-        parts.append(pd.DataFrame({"file": path.name, "row": pd.array(range(rows), dtype="Int64"), "status": "ok",
-                                   "label": "no", "probability": 0.25, "error": None}))  # fmt: skip
-    return pd.concat(parts, ignore_index=True).to_csv(sep=" ", header=False, index=False)
+        for number, record in enumerate(records):
+            answer = fake_answer(classifier, record)
+            rows.append([path.name, number, "ok", *(answer.values() if classifier else [answer]), None])
+    frame = pd.DataFrame(rows, columns=["file", "row", "status", *predictions, "error"]).astype({"row": "Int64"})
+    return frame.to_csv(sep=" ", header=False, index=False)
 
 
 class FakeWorkspace:

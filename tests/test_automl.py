@@ -25,6 +25,7 @@ WORKLOADS = ROOT / "workloads"
 sys.path.insert(0, str(SRC))  # the scripts import their siblings, as they do in a job
 
 import automl  # noqa: E402
+import automl_mapping  # noqa: E402
 import tabular  # noqa: E402
 
 # train.py's metrics.json keys (tests/test_train.py holds train.py to them)
@@ -240,7 +241,7 @@ def test_multiclass_with_featurization_off_and_a_stack_ensemble(store, tmp_path)
     ],
 )
 def test_azure_metrics_map_to_flamls(metric, task, classes, expected):
-    assert automl.flaml_metric(metric, task, classes) == expected
+    assert automl_mapping.flaml_metric(metric, task, classes) == expected
 
 
 @pytest.mark.parametrize(
@@ -256,31 +257,31 @@ def test_azure_metrics_map_to_flamls(metric, task, classes, expected):
 )
 def test_metrics_flaml_cannot_do_are_errors_listing_the_supported_ones(metric, task, classes, message):
     with pytest.raises(ValueError, match=message) as raised:
-        automl.flaml_metric(metric, task, classes)
+        automl_mapping.flaml_metric(metric, task, classes)
     assert repr(metric) in str(raised.value)
     assert ("r2_score" if task == "regression" else "AUC_weighted") in str(raised.value)
 
 
 def test_algorithms_map_to_flaml_estimators_allowed_and_blocked():
-    assert automl.estimator_list("regression") == list(automl.DEFAULT_ESTIMATORS)
-    assert automl.estimator_list("classification", ["LightGBM", "XGBoostClassifier", "LogisticRegression"]) == [
+    assert automl_mapping.estimator_list("regression") == list(automl_mapping.DEFAULT_ESTIMATORS)
+    assert automl_mapping.estimator_list("classification", ["LightGBM", "XGBoostClassifier", "LogisticRegression"]) == [
         "lgbm", "xgboost", "xgb_limitdepth", "lrl1", "lrl2"
     ]  # fmt: skip
-    assert automl.estimator_list("regression", blocked=["XGBoostRegressor", "SGD"]) == ["lgbm", "rf", "extra_tree"]
-    assert automl.estimator_list("regression", ["lightgbm", "KNN"], ["KNN"]) == ["lgbm"]  # Azure's names, any case
+    assert automl_mapping.estimator_list("regression", blocked=["XGBoostRegressor", "SGD"]) == ["lgbm", "rf", "extra_tree"]
+    assert automl_mapping.estimator_list("regression", ["lightgbm", "KNN"], ["KNN"]) == ["lgbm"]  # Azure's names, any case
     with pytest.raises(ValueError, match=r"'DecisionTree' cannot run locally \(FLAML has no single decision tree\)"):
-        automl.estimator_list("classification", ["LightGBM", "DecisionTree"])
+        automl_mapping.estimator_list("classification", ["LightGBM", "DecisionTree"])
     with pytest.raises(ValueError, match="'XGBoostClassifier'.*it is a classification algorithm.*LightGBM"):
-        automl.estimator_list("regression", blocked=["XGBoostClassifier"])
+        automl_mapping.estimator_list("regression", blocked=["XGBoostClassifier"])
     with pytest.raises(ValueError, match="'Prophet'.*not an Azure ML AutoML algorithm"):
-        automl.estimator_list("regression", ["Prophet"])
+        automl_mapping.estimator_list("regression", ["Prophet"])
     with pytest.raises(ValueError, match="no algorithm left"):
-        automl.estimator_list("regression", ["LightGBM"], ["LightGBM"])
+        automl_mapping.estimator_list("regression", ["LightGBM"], ["LightGBM"])
 
 
 def test_only_installed_estimators_are_tried(monkeypatch):
-    monkeypatch.setattr(automl, "_installed", lambda package: package != "xgboost")
-    assert automl.estimator_list("classification") == ["lgbm", "rf", "extra_tree", "sgd"]
+    monkeypatch.setattr(automl_mapping, "_installed", lambda package: package != "xgboost")
+    assert automl_mapping.estimator_list("classification") == ["lgbm", "rf", "extra_tree", "sgd"]
 
 
 class _Captured(Exception):
@@ -321,7 +322,7 @@ def test_housing_spec_maps_to_flaml(monkeypatch, store, housing_csv, tmp_path):
     assert settings["time_budget"] == 120 and settings["max_iter"] == 40 and settings["train_time_limit"] == 1200
     assert (settings["eval_method"], settings["n_splits"]) == ("cv", 5)
     assert settings["early_stop"] is True and settings["n_concurrent_trials"] == 1
-    assert settings["estimator_list"] == list(automl.DEFAULT_ESTIMATORS)
+    assert settings["estimator_list"] == list(automl_mapping.DEFAULT_ESTIMATORS)
     # a non-negative target is fitted as log1p, as train.py does; the search still minimizes RMSE in dollars
     assert callable(settings["metric"]) and settings["metric"].__name__ == "rmse_in_original_units"
     assert settings["ensemble"] is False  # the stack is built from plain estimators after the search

@@ -13,7 +13,7 @@ from jobs import cli
 from jobs.azure import commands as azure_commands, entities
 from jobs.azure.target import AzureTarget
 from jobs.flow import JobResult
-from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation
+from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation, fake_answer
 from tests.stack_harness import run_stack, stack_output_json
 from tests.test_azure_stage import BANK, HOUSING, OUTPUTS, endpoint
 
@@ -161,7 +161,7 @@ def test_steps_on_their_own(data_dir, tmp_path, capsys, monkeypatch):
     assert cli.main(["invoke", "--workload", "housing", "--file", str(request), *common]) == 0
     assert cli.main(["status", *common]) == 0
     printed = capsys.readouterr().out
-    assert f"{endpoint(HOUSING, 'managed')}: answers [100000.0]" in printed
+    assert f"{endpoint(HOUSING, 'managed')}: answers [{fake_answer(False, {'longitude': -122.2})}]" in printed
     assert f"job housing-lightgbm: {lightgbm.name} Completed" in printed
     assert "job housing-mlp-sweep: housing-mlp-sweep-" in printed and "not submitted yet" in printed
     assert "traffic {'v1-" in printed

@@ -13,7 +13,7 @@ from jobs.azure import assets as azure_assets, entities as azure_entities
 from jobs.azure.rollout import RolloutOptions
 from jobs.azure.target import AzureTarget, connect
 from jobs.workloads import load_workloads
-from tests.azure_fake import FakeClock, FakeCredential, FakeWorkspace, Simulation
+from tests.azure_fake import FakeClock, FakeCredential, FakeWorkspace, Simulation, fake_answer
 
 # as `pulumi stack output --json` prints a public stack without a GPU cluster: no gpu_cluster_name at all
 OUTPUTS = {
@@ -72,7 +72,7 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     }
     assert data["housing"].type == "uri_file" and data["housing-mltable"].type == "mltable"
     assert {e.name for e in workspace.environments.created} == {
-        "tabular-training-cpu", "tabular-training-gpu", "tabular-inference"
+        "tabular-training-cpu", "tabular-training-gpu", "tabular-inference", "tabular-batch"
     }
 
     jobs = {job.tags["job"]: job for job in workspace.jobs.submitted}
@@ -124,8 +124,23 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
         events = [e for e in workspace.online_endpoints.events if e[1] == name]
         smoke = events.index(("invoke", name, deployment))
         assert events.index(("traffic", name, {deployment: 100})) > smoke  # smoke test before traffic
-    assert done(summary, HOUSING).answers[managed.name] == [100000.0, 100001.0]
-    assert done(summary, BANK).answers[bank.name] == [{"label": "no", "probability": 0.1}, {"label": "no", "probability": 0.11}]
+    assert done(summary, HOUSING).answers[managed.name] == [fake_answer(False, r) for r in HOUSING.request()["data"]]
+    assert done(summary, BANK).answers[bank.name] == [fake_answer(True, r) for r in BANK.request()["data"]]
+
+    # both workloads are served in batch too: the sample request's records, a CSV file each, scored by a batch
+    # deployment of the registered model on the CPU cluster, each row as the online endpoint answered it
+    batch_deployments = {d.endpoint_name: d for d in workspace.batch_deployments.sent}
+    assert set(batch_deployments) == {azure_entities.endpoint_name(w, "batch", OUTPUTS) for w in (HOUSING, BANK)}
+    assert {d.model for d in batch_deployments.values()} == {f"azureml:{m.name}:{m.version}" for m in (model, classifier)}
+    assert {d.compute for d in batch_deployments.values()} == {OUTPUTS[keys.CPU_CLUSTER]}
+    invoked = workspace.batch_endpoints.invoked
+    assert {(i["endpoint"], i["deployment"]) for i in invoked} == {(d.endpoint_name, d.name) for d in batch_deployments.values()}
+    assert {i["input"].type for i in invoked} == {"uri_folder"}
+    for workload in (HOUSING, BANK):
+        batch = done(summary, workload).batch
+        records = len(workload.request()["data"])
+        assert (batch.files, batch.tally.scored, batch.tally.failed) == (records, records, 0)
+        assert batch.location.startswith("https://ml.azure.com/runs/batchjob-")
     output = "\n".join(lines)
     assert "swagger.json" in output and "/score" in output
     assert "fake-token" not in output

@@ -20,6 +20,7 @@ from jobs import cli
 from jobs.azure import assets as azure_assets, batch as azure_batch, entities
 from jobs.azure.commands import to_yaml
 from jobs.azure.target import AzureTarget
+from jobs.batch import BatchSummary, read_output, sample_problem, write_sample
 from jobs.flow import FlowError, RegisteredModel
 from jobs.local import batch as local_batch
 from jobs.local.target import LocalTarget
@@ -71,7 +72,7 @@ def test_the_entities_come_from_the_specs_and_the_stack_outputs():
     assert deployment.endpoint_name == endpoint.name
     assert deployment.compute == OUTPUTS[keys.CPU_CLUSTER]
     assert deployment.model == "azureml:bank-marketing-classifier:3"
-    assert deployment.environment == registered["tabular-inference"].reference
+    assert deployment.environment == registered["tabular-batch"].reference
     assert deployment.code_configuration.code == str(local_batch.SOURCE_DIR)
     assert deployment.settings.error_threshold == SETTINGS.error_threshold
     assert deployment.name.startswith("v3-") and len(deployment.name) <= 32
@@ -137,7 +138,7 @@ def test_a_folder_with_bad_files_is_scored_through_the_cli_every_row_accounted(m
 
     # every input row once: in the output scored, or as an error row
     assert len(output) == 30 + 20 + 12 + 10 + 1
-    tally = local_batch.read_output(tmp_path / "out" / "predictions.csv")
+    tally = read_output(tmp_path / "out" / "predictions.csv")
     assert (tally.scored, tally.failed, tally.unreadable) == (58, 14, 1)
     errors = pd.read_csv(tmp_path / "out" / local_batch.ERRORS_FILE)
     assert list(errors.columns) == ["file", "row", "error"] and len(errors) == 15
@@ -260,7 +261,7 @@ def test_azure_creates_the_endpoint_and_deployment_invokes_waits_and_counts_the_
     (deployment,) = workspace.batch_deployments.sent
     assert deployment.endpoint_name == endpoint.name and deployment.compute == OUTPUTS[keys.CPU_CLUSTER]
     assert deployment.model == "azureml:bank-marketing-classifier:3"
-    assert deployment.environment == azure.assets["tabular-inference"].reference
+    assert deployment.environment == azure.assets["tabular-batch"].reference
     # created, then given the deployment as its default
     assert [dict(e.defaults or {}) for e in workspace.batch_endpoints.sent] == [{}, {"deployment_name": deployment.name}]
     (invoked,) = workspace.batch_endpoints.invoked
@@ -273,7 +274,7 @@ def test_azure_creates_the_endpoint_and_deployment_invokes_waits_and_counts_the_
     assert summary.tally.errors[0].startswith("binary.csv: cannot be read as UTF-8 CSV text")
 
     # again: the deployment already serves this model and is the default, so only the job is new
-    azure_batch.score_batch(azure, BANK, azure_batch.latest_model(azure, BANK), inputs, lines.append, tmp_path / "dl")
+    azure_batch.score_batch(azure, BANK, azure.registered_model(BANK), inputs, lines.append, tmp_path / "dl")
     assert len(workspace.batch_deployments.sent) == 1 and len(workspace.batch_endpoints.sent) == 2
     assert len(workspace.batch_endpoints.invoked) == 2
     assert any("already serves this" in line for line in lines)
@@ -301,3 +302,31 @@ def test_the_dry_run_documents_print_as_the_dry_run_prints_entities():
     assert yaml.safe_load(to_yaml(endpoint))["name"] == entities.endpoint_name(BANK, "batch", OUTPUTS)
     printed = yaml.safe_load(to_yaml(deployment))
     assert printed["compute"].endswith(OUTPUTS[keys.CPU_CLUSTER]) and printed["settings"]["mini_batch_size"] == SETTINGS.mini_batch_size
+
+
+# -- the flow's check of the sample ----------------------------------------------------------------------------
+def test_the_sample_is_one_file_per_record_and_its_output_must_match_the_online_answers(tmp_path):
+    request = {"data": [{"age": 58.0, "job": "management", "balance": None}, {"age": 41.0, "job": "technician", "balance": 849.0}]}
+    assert write_sample(request, tmp_path / "sample") == 2
+    assert (tmp_path / "sample" / "sample-2.csv").read_text().splitlines() == ["age,job,balance", "41.0,technician,849.0"]
+    assert pd.read_csv(tmp_path / "sample" / "sample-1.csv").balance.isna().all()  # null: an empty field
+
+    def summary(rows: list[str]) -> BatchSummary:
+        output = tmp_path / f"predictions-{len(list(tmp_path.glob('predictions-*')))}.csv"
+        output.write_text("".join(f"{row}\n" for row in rows))
+        return BatchSummary(str(output), 2, read_output(output), 0, 0)
+
+    answers = [{"label": "yes", "probability": 0.75}, {"label": "no", "probability": 0.125}]
+    # the output's mini-batches come in the order they finish: rows are matched to records by file
+    agreeing = summary(["sample-2.csv 0 ok no 0.125 ", "sample-1.csv 0 ok yes 0.75 "])
+    assert sample_problem(agreeing, 2, answers) is None
+    assert sample_problem(agreeing, 2, None) is None  # a workload served in batch only: the counts alone
+    differing = summary(["sample-1.csv 0 ok yes 0.75 ", "sample-2.csv 0 ok no 0.5 "])
+    assert sample_problem(differing, 2, answers) == (
+        "sample-2.csv: the batch output ['no', '0.5'] differs from the online answer {'label': 'no', 'probability': 0.125}"
+    )
+    failed = summary(["sample-1.csv 0 ok yes 0.75 ", 'sample-2.csv 0 error   "column \'age\': expected a number"'])
+    assert sample_problem(failed, 2, answers).startswith("expected 2 rows scored and none failed; 2 files; 1 rows scored; 1 rows failed")
+    regression = summary(["sample-1.csv 0 ok 101.5 ", "sample-2.csv 0 ok 99.25 "])
+    assert sample_problem(regression, 2, [101.5, 99.25]) is None
+    assert "differs from the online answer 99.0" in sample_problem(regression, 2, [101.5, 99.0])

@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,23 @@ def test_every_candidate_of_every_workload_runs_nothing_skipped(local_run):
     assert any("trial 1 completed: MAE=" in line for line in lines)  # progress as it goes
     sweep = next(r for r in done["housing"].results if r.job.key == "housing-mlp-sweep")
     assert sweep.primary_metric == "MAE"
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_each_workload_served_in_batch_scores_its_sample_as_its_online_endpoint_answers(local_run, name):
+    target, done, _, lines = local_run
+    batch, records = done[name].batch, len(WORKLOADS[name].request()["data"])
+    assert (batch.files, batch.tally.scored, batch.tally.failed, batch.failed_items) == (records, records, 0, 0)
+    # the registered model's batch output, in the target's work folder, row by row the online answers
+    assert Path(batch.output).is_relative_to(target.work_dir / "batch" / name) and Path(batch.output).is_file()
+    output = pd.read_csv(batch.output, sep=" ", header=None).sort_values(0)  # file, row, status, prediction...
+    answers = next(iter(done[name].answers.values()))
+    if WORKLOADS[name].task == "regression":
+        assert output[3].tolist() == pytest.approx(answers, rel=1e-9)
+    else:
+        assert output[3].tolist() == [answer["label"] for answer in answers]
+        assert output[4].tolist() == pytest.approx([answer["probability"] for answer in answers], rel=1e-9)
+    assert any(f"{name} batch: batch: {records} files; {records} rows scored; 0 rows failed" in line for line in lines)
 
 
 @pytest.mark.parametrize("name", WORKLOADS)

@@ -303,7 +303,7 @@ def test_schedules_are_created_then_left_alone_then_updated_per_environment(data
     assert schedules.get("housing-retrain").is_enabled is True
 
 
-def test_the_dry_run_prints_the_pipeline_and_schedule_for_each_environment(tmp_path, capsys):
+def test_the_dry_run_prints_the_pipeline_schedule_and_batch_entities_for_each_environment(tmp_path, capsys):
     for environment, state in (("dev", "disabled"), ("prod", "enabled")):
         outputs = tmp_path / f"{environment}.json"
         outputs.write_text(json.dumps({**OUTPUTS, keys.ENVIRONMENT: environment}))
@@ -314,6 +314,10 @@ def test_the_dry_run_prints_the_pipeline_and_schedule_for_each_environment(tmp_p
         assert pipeline["type"] == "pipeline" and set(pipeline["jobs"]) == {"validate", "lightgbm", "mlp", "evaluate", "register"}
         schedule = documents[f"# housing: retraining schedule, {state} in {environment}"]
         assert schedule["is_enabled"] is (state == "enabled") and schedule["trigger"]["expression"] == "0 3 * * 1"
+        endpoint = documents["# housing: batch endpoint"]
+        deployment = documents["# housing: batch deployment, made the endpoint's default, then invoked on the sample request's records"]
+        assert deployment["endpoint_name"] == endpoint["name"] and deployment["settings"]["output_action"] == "append_row"
+        assert deployment["environment"].startswith("azureml:tabular-batch:") and deployment["compute"].endswith(OUTPUTS[keys.CPU_CLUSTER])
 
 
 def test_the_pipeline_runs_in_azure_on_the_stacks_compute_and_a_failure_names_its_log(data_dir, capsys):

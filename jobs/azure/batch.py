@@ -2,8 +2,8 @@
 
 The endpoint and its model batch deployment come from jobs/specs/endpoints/batch-{endpoint,deployment}.yml and
 the stack outputs, as entities.py builds the online ones: the endpoint is `<workload>-batch-<6 hex>`, the
-deployment runs jobs/src/batch_score.py on the stack's CPU cluster with the inference environment registered
-for this run, and is named after what it serves, so an unchanged one is left alone. It becomes the endpoint's
+deployment runs jobs/src/batch_score.py on the stack's CPU cluster with the batch environment (tabular-batch)
+registered for this run, and is named after what it serves, so an unchanged one is left alone. It becomes the endpoint's
 default; invoking it uploads the input folder and starts a batch scoring job, which is waited for like any job.
 Its output (predictions.csv, batch_score.py's rows) is then downloaded and counted: rows scored, rows failed.
 """
@@ -11,7 +11,7 @@ Its output (predictions.csv, batch_score.py's rows) is then downloaded and count
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from azure.ai.ml import Input, load_batch_endpoint
 from azure.ai.ml.entities import BatchEndpoint, ModelBatchDeployment
@@ -24,10 +24,12 @@ from azure.core.exceptions import ResourceNotFoundError
 from jobs import flow
 from jobs.azure import entities
 from jobs.azure.assets import WORK_DIR, Asset
-from jobs.azure.target import AzureTarget
+from jobs.batch import BatchSummary, read_output
 from jobs.flow import FlowError, Job, RegisteredModel, Report
-from jobs.local.batch import BatchSummary, read_output
 from jobs.workloads import Workload
+
+if TYPE_CHECKING:
+    from jobs.azure.target import AzureTarget
 
 ENDPOINT_SPEC = entities.ENDPOINTS_DIR / "batch-endpoint.yml"
 DEPLOYMENT_SPEC = entities.ENDPOINTS_DIR / "batch-deployment.yml"
@@ -68,24 +70,15 @@ def dry_run_documents(
     deployment = deployment_entity(workload, outputs, model, assets)
     return [
         (f"{workload.name}: batch endpoint", endpoint_entity(workload, outputs)),
-        (f"{workload.name}: batch deployment, made the endpoint's default, then invoked on the input folder", deployment),
+        (f"{workload.name}: batch deployment, made the endpoint's default, then invoked on the sample request's records", deployment),
     ]
 
 
-def latest_model(azure: AzureTarget, workload: Workload) -> RegisteredModel:
-    try:
-        model = azure.ml_client.models.get(workload.model, label="latest")
-    except ResourceNotFoundError:
-        raise FlowError(f"model {workload.model} is not registered (`run` registers the best one)") from None
-    source = (model.tags or {}).get("source_job", "?")
-    return RegisteredModel(model.name, str(model.version), workload.metric, float("nan"), source)
-
-
 def score_latest(azure: AzureTarget, workload: Workload, input_dir: Path, report: Report = print) -> BatchSummary:
-    """`python -m jobs batch --stack|--outputs`: the inference environment registered, then the workload's
-    latest registered model over `input_dir`."""
+    """`python -m jobs batch --stack|--outputs`: the environments registered, then the workload's latest
+    registered model over `input_dir`."""
     azure.prepare([workload], flow.stamped(report, "assets"), data=False)
-    return score_batch(azure, workload, latest_model(azure, workload), input_dir, report)
+    return score_batch(azure, workload, azure.registered_model(workload), input_dir, report)
 
 
 def score_batch(
@@ -103,15 +96,15 @@ def score_batch(
     deployment = deployment_entity(workload, azure.outputs, model, azure.assets)
     _roll_out(azure, endpoint, deployment, report)
     folder = Input(type="uri_folder", path=str(Path(input_dir).resolve()))  # a local folder is uploaded
-    invoked = azure._uploading(
+    invoked = azure.uploading(
         lambda: azure.ml_client.batch_endpoints.invoke(endpoint_name=endpoint.name, deployment_name=deployment.name, input=folder),
         report,
     )
     report(f"batch job {invoked.name}: {len(files)} files from {input_dir}")
-    job = azure._wait(azure.ml_client.jobs.get(invoked.name), report)
+    job = azure.wait(azure.ml_client.jobs.get(invoked.name), report)
     if job.status != "Completed":
         raise FlowError(
-            f"batch job {job.name} on {endpoint.name} {job.status}: {azure._error(job.name)}\n"
+            f"batch job {job.name} on {endpoint.name} {job.status}: {azure.job_error(job.name)}\n"
             f"  log: {job.studio_url} (Outputs + logs: logs/user/error.txt, logs/job_progress_overview.txt), "
             f"or `az ml job download --name {job.name} --all`"
         )
@@ -139,7 +132,7 @@ def _roll_out(azure: AzureTarget, endpoint: BatchEndpoint, deployment: ModelBatc
         report(f"batch deployment {deployment.name} already serves this")
     except ResourceNotFoundError:
         report(f"creating batch deployment {deployment.name} on {deployment.compute}")
-        azure._uploading(lambda: batch_deployments.begin_create_or_update(deployment).result(), report)
+        azure.uploading(lambda: batch_deployments.begin_create_or_update(deployment).result(), report)
     if getattr(live.defaults, "deployment_name", None) != deployment.name:
         endpoint.defaults = {"deployment_name": deployment.name}
         batch_endpoints.begin_create_or_update(endpoint).result()

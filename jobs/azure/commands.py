@@ -18,7 +18,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from infra import outputs as keys
 from jobs import flow, stack_outputs
-from jobs.azure import assets, entities
+from jobs.azure import assets, batch, entities
 from jobs.azure.credentials import first_line
 from jobs.azure.target import AzureTarget, WorkspaceMlflow, connect
 from jobs.flow import Endpoint, FlowError, JobResult, RegisteredModel, Report
@@ -68,6 +68,8 @@ def dry_run(outputs: Mapping[str, str | None], workloads: list[Workload], data_d
             documents.append((f"{workload.name}: {kind} online endpoint", entities.endpoint_entity(workload, kind, outputs)))
             deployment = entities.deployment_entity(workload, kind, outputs, model, registered)
             documents.append((f"{workload.name}: {kind} deployment: created at 0%, smoke-tested, then 100%", deployment))
+        if workload.batch:
+            documents += batch.dry_run_documents(workload, outputs, registered, model)
     unresolved = [a.name for a in data if a.digest == assets.UNRESOLVED]
     header = f"# dry run: {len(documents)} entities for workspace {outputs[keys.WORKSPACE]}; nothing was sent\n"
     if unresolved:
@@ -83,14 +85,8 @@ def target(outputs: Mapping[str, str | None], data_dir: Path | None = None) -> A
 def deploy(azure: AzureTarget, workload: Workload, version: str | None = None, report: Report = print) -> list[Endpoint]:
     """Roll out a registered version of the workload's model (default: the latest) to its online endpoints."""
     azure.prepare([workload], flow.stamped(report, "assets"), data=False)  # the inference environment
-    name = workload.model
-    try:
-        model = azure.ml_client.models.get(name, version=version) if version else azure.ml_client.models.get(name, label="latest")
-    except ResourceNotFoundError:
-        raise FlowError(f"model {name}:{version or 'latest'} is not registered (`run` registers the best one)") from None
-    source = (model.tags or {}).get("source_job", "?")
-    registered = RegisteredModel(model.name, str(model.version), workload.metric, float("nan"), source)
-    endpoints = azure.deploy(workload, registered, flow.stamped(report, f"{workload.name} deploy"))
+    model = azure.registered_model(workload, version)
+    endpoints = azure.deploy(workload, model, flow.stamped(report, f"{workload.name} deploy"))
     for endpoint in endpoints:
         report(f"{endpoint.name}: {endpoint.scoring_uri} (swagger: {endpoint.swagger_uri})")
     return endpoints
@@ -159,7 +155,7 @@ def schedule(azure: AzureTarget, workloads: list[Workload], report: Report = pri
             done[wanted.name] = "unchanged"
         else:
             # submitting resolves the pipeline's components and uploads their code, as a job does
-            azure._uploading(lambda: azure.ml_client.schedules.begin_create_or_update(wanted).result(), report)
+            azure.uploading(lambda: azure.ml_client.schedules.begin_create_or_update(wanted).result(), report)
             done[wanted.name] = "created" if live is None else "updated"
         report(f"{workload.name}: schedule {wanted.name} {done[wanted.name]} ({state} in {environment}; cron "
                f"{wanted.trigger.expression!r} {wanted.trigger.time_zone})")  # fmt: skip
@@ -177,9 +173,9 @@ def run_pipeline(azure: AzureTarget, workloads: list[Workload], report: Report =
         stamped = flow.stamped(report, built.job.key)
         if built.note:
             stamped(built.note)
-        submitted = azure._submit(built.entity, stamped)
-        done = azure._wait(submitted, stamped)
-        error = None if done.status == "Completed" else azure._error(done.name)
+        submitted = azure.submit(built.entity, stamped)
+        done = azure.wait(submitted, stamped)
+        error = None if done.status == "Completed" else azure.job_error(done.name)
         log = f"{done.studio_url} (each step's Outputs + logs), or `az ml job download --name {done.name} --all`"
         results.append(JobResult(built.job, done.name, done.status, url=done.studio_url, error=error, log=log))
     failed = [r for r in results if not r.succeeded]

@@ -12,10 +12,11 @@ from azure.ai.ml import MLClient
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
 from infra import outputs as keys
-from jobs.azure import assets, credentials, entities
+from jobs.azure import assets, batch, credentials, entities
 from jobs.azure.assets import Asset
 from jobs.azure.credentials import PROPAGATION, STORAGE_FIREWALL, Backoff, SignIn, first_line, with_retries
 from jobs.azure.rollout import RolloutOptions, roll_out, score
+from jobs.batch import BatchSummary
 from jobs.flow import Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, in_parallel
 from jobs.workloads import Workload
 
@@ -149,10 +150,10 @@ class AzureTarget:
             operations.get(asset.name, version=asset.version)
             report(f"{asset.name}:{asset.version} unchanged")
         except ResourceNotFoundError:
-            self._uploading(lambda: operations.create_or_update(asset.entity), report)
+            self.uploading(lambda: operations.create_or_update(asset.entity), report)
             report(f"{asset.name}:{asset.version} registered")
 
-    def _uploading(self, call: Callable[[], object], report: Report):
+    def uploading(self, call: Callable[[], object], report: Report):
         """`call()`, which uploads to the workspace's storage, retried while the storage does not let this
         machine in yet (a private stack's firewall rule for the CI runner takes a moment to apply)."""
         return with_retries(
@@ -167,12 +168,12 @@ class AzureTarget:
         built = entities.build_job(job, self.outputs, self.assets)
         if built.note:
             report(built.note)
-        submitted = self._submit(built.entity, report)
+        submitted = self.submit(built.entity, report)
         name = submitted.name
-        done = self._wait(submitted, report)
+        done = self.wait(submitted, report)
         if done.status != "Completed":
             return JobResult(
-                job, name, done.status, url=done.studio_url, error=self._error(name),
+                job, name, done.status, url=done.studio_url, error=self.job_error(name),
                 log=f"{done.studio_url} (Outputs + logs), or `az ml job download --name {name} --all`",
             )
         try:
@@ -180,7 +181,7 @@ class AzureTarget:
         except FlowError as error:
             return JobResult(job, name, done.status, url=done.studio_url, error=str(error))
 
-    def _submit(self, entity, report: Report):
+    def submit(self, entity, report: Report):
         """Reuse the job already run under this name (an unchanged re-run); resubmit one that failed
         under the next attempt's name."""
         base = entity.name
@@ -190,7 +191,7 @@ class AzureTarget:
                 existing = self.ml_client.jobs.get(entity.name)
             except ResourceNotFoundError:
                 # submitting uploads the job's code folder
-                submitted = self._uploading(lambda: self.ml_client.jobs.create_or_update(entity), report)
+                submitted = self.uploading(lambda: self.ml_client.jobs.create_or_update(entity), report)
                 report(f"submitted {submitted.name} on {entity.compute}: {submitted.studio_url}")
                 return submitted
             if existing.status in RETRYABLE:
@@ -200,7 +201,7 @@ class AzureTarget:
             return existing
         raise FlowError(f"job {base}: too many failed attempts; fix the job or change its inputs")
 
-    def _wait(self, job, report: Report):
+    def wait(self, job, report: Report):
         status = job.status
         report(status)
         while status not in TERMINAL:
@@ -211,7 +212,7 @@ class AzureTarget:
                 report(status)
         return job
 
-    def _error(self, name: str) -> str:
+    def job_error(self, name: str) -> str:
         try:  # the run's error lives in run history; azure-ai-ml's Job entity does not carry it
             details = self.ml_client.jobs._runs_operations.get_run_details(name)
             return str(details.error.error.message)
@@ -261,7 +262,7 @@ class AzureTarget:
                     run = failed[0]
                     raise FlowError(
                         f"AutoML job {name}: its model test run {run.name} under best child {best} {run.status}: "
-                        f"{self._error(run.name)}"
+                        f"{self.job_error(run.name)}"
                     )
                 if marked:
                     raise FlowError(f"AutoML job {name}: model test run {marked[0].name} logged no test metrics")
@@ -323,6 +324,20 @@ class AzureTarget:
 
     def invoke(self, endpoint: Endpoint, payload: dict) -> list:
         return score(self.ml_client, endpoint.name, payload)
+
+    def score_batch(self, workload: Workload, model: RegisteredModel, input_dir: Path, report: Report) -> BatchSummary:
+        """The model on the workload's batch endpoint, invoked on `input_dir` and waited for (jobs/azure/batch.py)."""
+        return batch.score_batch(self, workload, model, input_dir, report)
+
+    def registered_model(self, workload: Workload, version: str | None = None) -> RegisteredModel:
+        """A registered version of the workload's model (default: the latest)."""
+        name = workload.model
+        try:
+            model = self.ml_client.models.get(name, version=version) if version else self.ml_client.models.get(name, label="latest")
+        except ResourceNotFoundError:
+            raise FlowError(f"model {name}:{version or 'latest'} is not registered (`run` registers the best one)") from None
+        source = (model.tags or {}).get("source_job", "?")
+        return RegisteredModel(model.name, str(model.version), workload.metric, float("nan"), source)
 
     def release(self, endpoints: list[Endpoint]) -> None:
         """Azure's endpoints stay up: serving is what they are for."""

@@ -5,7 +5,7 @@ does not apply on this machine is said, not silently dropped.
 What maps (spec key -> automl.py option -> FLAML):
 
     task                                  --task                    task
-    primary_metric                        --primary-metric          metric (automl.REGRESSION_METRICS, ...)
+    primary_metric                        --primary-metric          metric (automl_mapping.REGRESSION_METRICS, ...)
     target_column_name                    --target                  the label column
     limits.timeout_minutes                --timeout-minutes         time_budget (capped by max_minutes)
     limits.max_trials                     --max-trials              max_iter
@@ -14,7 +14,7 @@ What maps (spec key -> automl.py option -> FLAML):
     limits.max_cores_per_trial            --n-jobs                  n_jobs
     n_cross_validations                   --n-cross-validations     eval_method cv, n_splits
     validation_data_size                  --validation-size         eval_method holdout, split_ratio
-    training.allowed_training_algorithms  --allowed-algorithms      estimator_list (automl.ALGORITHMS)
+    training.allowed_training_algorithms  --allowed-algorithms      estimator_list (automl_mapping.ALGORITHMS)
     training.blocked_training_algorithms  --blocked-algorithms      estimator_list, less these
     training.enable_stack_ensemble        --enable-stack-ensemble   ensemble (a stack, as FLAML builds it)
     featurization.mode                    --featurization           auto: tabular.preprocessor; off: raw columns
@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from functools import cache
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "src" / "automl.py"
+MAPPING = Path(__file__).resolve().parents[1] / "src" / "automl_mapping.py"
 
 # Azure ML's defaults where a spec leaves a setting out (azure-ai-ml AutoML job and limit settings)
 AZURE_TIMEOUT_MINUTES = 6 * 24 * 60  # an AutoML experiment times out after 6 days
@@ -85,12 +84,10 @@ class SpecError(ValueError):
 
 
 @cache
-def automl_module():
-    """jobs/src/automl.py (its mapping tables), imported under a name of its own. It imports its sibling
-    tabular.py, as it does when run as a script, so its folder goes on the import path."""
-    if str(SCRIPT.parent) not in sys.path:
-        sys.path.append(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("jobs_src_automl", SCRIPT)
+def automl_mapping():
+    """jobs/src/automl_mapping.py: automl.py's mapping tables and checks (standard library only, so the flow's
+    process does not load what automl.py trains with)."""
+    spec = importlib.util.spec_from_file_location("jobs_src_automl_mapping", MAPPING)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -101,7 +98,7 @@ def command_for(
 ) -> tuple[list[str], list[str]]:
     """The automl.py command for an AutoML spec (run from jobs/src), and a note for each setting of the spec
     that does not apply locally. SpecError (naming the file and the key) for what cannot run at all."""
-    automl = automl_module()
+    automl = automl_mapping()
 
     def fail(key: str, message: str) -> SpecError:
         return SpecError(f"{spec_path}: {key}: {message}")

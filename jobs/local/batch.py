@@ -1,13 +1,15 @@
 """Batch scoring on this machine: `python -m jobs batch --local --workload NAME --input DIR [--output DIR]`.
 
-Scores every file of a folder with the workload's latest local model, the batch deployment's scoring script
+Scores every file of a folder with a registered local model (the workload's latest from the CLI; the run's
+winner in the flow, through LocalTarget.score_batch), the batch deployment's scoring script
 (jobs/src/batch_score.py) and its settings (jobs/specs/endpoints/batch-deployment.yml), the way an Azure ML
 batch deployment's parallel run does:
 
 - the folder's files, sorted, in mini-batches of `mini_batch_size` files (work is spread by file, whatever
   its size: how-to-use-batch-model-deployments);
-- `max_concurrency_per_instance` worker processes, at most one per core here (the spec's figure is one per core
-  of the cluster's VM size; this machine is one instance, so `instance_count` does not apply), each calling init() once with AZUREML_MODEL_DIR set, then run(mini_batch) for each mini-batch;
+- `max_concurrency_per_instance` worker processes, at most one per core here (the spec's figure is one per
+  core of the cluster's VM size; this machine is one instance, so `instance_count` does not apply), each
+  calling init() once with AZUREML_MODEL_DIR set, then run(mini_batch) for each mini-batch;
 - what run() returns appended to `output_file_name` as Azure appends it: pandas' DataFrame.to_csv,
   space-separated, no header, mini-batches in the order they finish; beside it, `errors.csv` lists the error
   rows (with a header) for people to read;
@@ -29,32 +31,20 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
+from jobs.batch import ERROR_STATUS, FILE, ROW, STATUS, BatchSummary, Tally
 from jobs.flow import SPECS_DIR, FlowError, Report
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from jobs.local.target import LocalTarget
-    from jobs.workloads import Workload
 
 DEPLOYMENT_SPEC = SPECS_DIR / "endpoints" / "batch-deployment.yml"
 SOURCE_DIR = SPECS_DIR.parent / "src"
 ERRORS_FILE = "errors.csv"
-ERRORS_SHOWN = 5
-# the output's columns that any scoring model's rows share (jobs/src/batch_score.py): file, row, status first,
-# error last
-FILE, ROW, STATUS = 0, 1, 2
-ERROR_STATUS = "error"
 
 
 @dataclass(frozen=True)
@@ -94,100 +84,11 @@ class BatchSettings:
             raise FlowError(f"{spec}: code_configuration names a scoring script that is not there: {script}")
         return cls(output_file_name=str(output), scoring_script=script, **values)
 
-
-@dataclass
-class Tally:
-    """The rows of a batch output, counted: scored, failed (a row of a file with an error), and files whose
-    rows could not be read at all (one error row each, its row empty)."""
-
-    scored: int = 0
-    failed: int = 0
-    unreadable: int = 0
-    files: set[str] = field(default_factory=set)
-    errors: list[str] = field(default_factory=list)  # the first few reasons, each with its file and rows
-
-    @classmethod
-    def of(cls, frame: "pd.DataFrame") -> "Tally":
-        """Count an output frame: what run() returned, or the output file read back (read_output)."""
-        import pandas as pd
-
-        failed = frame.iloc[:, STATUS].to_numpy(dtype=object) == ERROR_STATUS
-        unknown_rows = frame.iloc[:, ROW].isna().to_numpy()
-        errors = []
-        bad = frame[failed]
-        for (name, error), rows in bad.groupby([bad.iloc[:, FILE], bad.iloc[:, -1]], sort=False, dropna=False):
-            first, count = rows.iloc[0, ROW], len(rows)
-            where = "" if pd.isna(first) else f" row {first}" if count == 1 else f" {count} rows from row {first}"
-            errors.append(f"{name}{where}: {error}")
-            if len(errors) == ERRORS_SHOWN:
-                break
-        return cls(
-            scored=int((~failed).sum()),
-            failed=int((failed & ~unknown_rows).sum()),
-            unreadable=int((failed & unknown_rows).sum()),
-            files={str(name) for name in pd.unique(frame.iloc[:, FILE])},
-            errors=errors,
-        )
-
-    def add(self, other: "Tally") -> None:
-        self.scored += other.scored
-        self.failed += other.failed
-        self.unreadable += other.unreadable
-        self.files |= other.files
-        self.errors = (self.errors + other.errors)[:ERRORS_SHOWN]
-
-
-@dataclass
-class BatchSummary:
-    """What a batch scoring run did, on either target."""
-
-    output: str  # where the predictions are: a local file (downloaded from Azure's job, there)
-    files: int  # input files
-    tally: Tally
-    error_threshold: int
-    failed_items: int | None = None  # files counted against error_threshold; None: only Azure's job knows
-    location: str | None = None  # the Azure job's studio URL
-
-    @property
-    def passed(self) -> bool:
-        return self.failed_items is None or self.error_threshold < 0 or self.failed_items <= self.error_threshold
-
-    def line(self) -> str:
-        tally = self.tally
-        without = self.files - len(tally.files)
-        parts = [f"{self.files} files", f"{tally.scored:,} rows scored", f"{tally.failed:,} rows failed"]
-        if tally.unreadable:
-            parts.append(f"{tally.unreadable} unreadable file(s), rows unknown")
-        if without:
-            parts.append(f"{without} file(s) with no output row (no data rows, or their mini-batch failed)")
-        if self.failed_items is not None:
-            threshold = "any" if self.error_threshold < 0 else self.error_threshold
-            parts.append(f"failed items {self.failed_items} (error_threshold: {threshold})")
-        return "; ".join(parts)
-
-    def report(self, report: Report) -> None:
-        report(f"batch: {self.line()}")
-        for error in self.tally.errors:
-            report(f"  {error}")
-        report(f"  predictions: {self.output}" + (f" (job: {self.location})" if self.location else ""))
-
-
-def read_output(path: Path) -> Tally:
-    """Count a batch output file as Azure writes it (space-separated, quoted where needed, no header)."""
-    import pandas as pd
-
-    if not path.stat().st_size:
-        return Tally()
-    frame = pd.read_csv(path, sep=" ", header=None, dtype=str, keep_default_na=False, na_values=[""])
-    return Tally.of(frame)
-
-
-def score_folder(target: "LocalTarget", workload: "Workload", input_dir: Path, output_dir: Path | None, report: Report) -> BatchSummary:
-    """`python -m jobs batch --local`: the workload's latest local model over every file of `input_dir`."""
-    model = target.latest_model(workload)
-    output_dir = output_dir or target.work_dir / "batch" / workload.name / time.strftime("%Y%m%d-%H%M%S")
-    report(f"scoring {input_dir} with {model.name}:{model.version} into {output_dir}")
-    return run_batch(BatchSettings.from_spec(), target.model_dir(model), input_dir, output_dir, report)
+    def workers(self, files: int) -> int:
+        """The worker processes for `files` input files: the spec's concurrency, which is one process per core of
+        the cluster's VM size, here at most one per core of this machine and one per mini-batch."""
+        batches = -(-files // self.mini_batch_size)
+        return max(1, min(self.max_concurrency_per_instance, os.cpu_count() or 1, batches))
 
 
 def run_batch(settings: BatchSettings, model_dir: Path, input_dir: Path, output_dir: Path, report: Report = print) -> BatchSummary:
@@ -200,8 +101,7 @@ def run_batch(settings: BatchSettings, model_dir: Path, input_dir: Path, output_
         raise FlowError(f"{output} exists already: give another --output folder")
     output.parent.mkdir(parents=True, exist_ok=True)
     batches = [files[i : i + settings.mini_batch_size] for i in range(0, len(files), settings.mini_batch_size)]
-    # the spec's concurrency is one process per core of the cluster's VM size; here, at most one per core of this machine
-    workers = min(settings.max_concurrency_per_instance, os.cpu_count() or 1, len(batches))
+    workers = settings.workers(len(files))
     report(f"{len(files)} files in {len(batches)} mini-batches of up to {settings.mini_batch_size}, {workers} worker process(es)")
     tally, failed_items = Tally(), 0
     context = multiprocessing.get_context("spawn")  # fresh processes, as each of Azure's workers is

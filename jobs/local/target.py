@@ -18,6 +18,7 @@ Azure.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -34,6 +35,7 @@ from typing import Callable
 
 import yaml
 
+from jobs.batch import BatchSummary
 from jobs.flow import SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report
 from jobs.local.server import LocalServer, invoke, tail
 from jobs.local.specs import Bandit, render, sample
@@ -102,6 +104,7 @@ class LocalTarget:
         self.data_files: dict[str, Path] = {}
         self.servers: dict[str, LocalServer] = {}  # by endpoint name
         self.held_slots: set[str] = set()  # endpoints whose server holds a training slot until released
+        self._taking_slots = threading.Lock()  # one taker of several slots at a time: two could deadlock
         self._client = None
         self._best_trials: dict[str, str] = {}
 
@@ -221,6 +224,29 @@ class LocalTarget:
         if endpoint in self.held_slots:
             self.held_slots.discard(endpoint)
             self.slots.release()
+
+    def score_batch(self, workload: Workload, model: RegisteredModel, input_dir: Path, report: Report,
+                    output_dir: Path | None = None) -> BatchSummary:  # fmt: skip
+        """The batch deployment's script and settings over `input_dir` (jobs/local/batch.py), into `output_dir`
+        (default .local/batch/<workload>/<time>). Its worker processes take training slots meanwhile, as a
+        server does."""
+        from jobs.local.batch import BatchSettings, run_batch
+
+        settings = BatchSettings.from_spec()
+        output_dir = output_dir or self.work_dir / "batch" / workload.name / time.strftime("%Y%m%d-%H%M%S")
+        report(f"scoring {input_dir} with {model.name}:{model.version} into {output_dir}")
+        model_dir = self.model_dir(model)
+        files = sum(1 for path in Path(input_dir).iterdir() if path.is_file()) if Path(input_dir).is_dir() else 0
+        slots = min(settings.workers(files), self.parallel)
+        with self._taking_slots:
+            for _ in range(slots):
+                self.slots.acquire()
+        try:
+            return run_batch(dataclasses.replace(settings, max_concurrency_per_instance=slots), model_dir, input_dir,
+                             output_dir, report)  # fmt: skip
+        finally:
+            for _ in range(slots):
+                self.slots.release()
 
     # -- beyond the protocol ----------------------------------------------------------------------------
 
