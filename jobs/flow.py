@@ -1,4 +1,4 @@
-"""The post-provision flow, for every workload: assets -> candidate jobs -> best model -> endpoints -> check.
+"""The post-provision flow, for every workload: assets -> candidate jobs -> best model -> endpoints -> check -> batch.
 
 It drives a `Target` (Azure ML or this machine) and never knows which one: everything that differs between
 them lives behind the protocol below. It knows workloads (jobs/workloads.py), not housing.
