@@ -140,12 +140,13 @@ def sample_problem(summary: BatchSummary, records: int, answers: list | None) ->
     frame = _frame(Path(summary.output))
     order = frame.iloc[:, FILE].map(lambda name: int(Path(name).stem.rsplit("-", 1)[-1]))
     for (_, row), answer in zip(frame.iloc[order.argsort()].iterrows(), answers):
-        ours = row.iloc[FIRST_PREDICTION : FIRST_PREDICTION + 2].tolist()
         if isinstance(answer, dict):  # a classifier's label, and the positive class's probability when there are two
+            ours = row.iloc[FIRST_PREDICTION : FIRST_PREDICTION + 2].tolist()
             same = str(answer["label"]) == ours[0] and (
                 "probability" not in answer or math.isclose(float(ours[1]), answer["probability"], rel_tol=1e-9)
             )
         else:
+            ours = row.iloc[FIRST_PREDICTION : FIRST_PREDICTION + 1].tolist()
             same = math.isclose(float(ours[0]), answer, rel_tol=1e-9)
         if not same:
             return f"{row.iloc[FILE]}: the batch output {ours} differs from the online answer {answer}"

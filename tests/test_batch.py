@@ -329,4 +329,4 @@ def test_the_sample_is_one_file_per_record_and_its_output_must_match_the_online_
     assert sample_problem(failed, 2, answers).startswith("expected 2 rows scored and none failed; 2 files; 1 rows scored; 1 rows failed")
     regression = summary(["sample-1.csv 0 ok 101.5 ", "sample-2.csv 0 ok 99.25 "])
     assert sample_problem(regression, 2, [101.5, 99.25]) is None
-    assert "differs from the online answer 99.0" in sample_problem(regression, 2, [101.5, 99.0])
+    assert sample_problem(regression, 2, [101.5, 99.0]) == "sample-2.csv: the batch output ['99.25'] differs from the online answer 99.0"
