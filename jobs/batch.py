@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jobs.flow import Report
+from jobs.flow import FlowError, Report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,6 +113,14 @@ def read_output(path: Path) -> Tally:
     if not Path(path).stat().st_size:
         return Tally()
     return Tally.of(_frame(path))
+
+
+def input_files(folder: Path) -> list[Path]:
+    """The files a batch job scores: every file of the folder, sorted (FlowError when there are none)."""
+    found = sorted(path for path in Path(folder).iterdir() if path.is_file()) if Path(folder).is_dir() else []
+    if not found:
+        raise FlowError(f"no input files in {folder}")
+    return found
 
 
 def write_sample(request: dict, folder: Path) -> int:

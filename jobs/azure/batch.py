@@ -24,7 +24,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from jobs import flow
 from jobs.azure import entities
 from jobs.azure.assets import WORK_DIR, Asset
-from jobs.batch import BatchSummary, read_output
+from jobs.batch import BatchSummary, input_files, read_output
 from jobs.flow import FlowError, Job, RegisteredModel, Report
 from jobs.workloads import Workload
 
@@ -89,9 +89,7 @@ def score_batch(
     batch scoring job over the files of `input_dir`, waited for, and its output downloaded (under
     `download_dir`, default .local/azure-batch/<job>) and counted. A failed job is a FlowError with the job's
     error and where its logs are."""
-    files = sorted(path for path in Path(input_dir).glob("*") if path.is_file())
-    if not files:
-        raise FlowError(f"no input files in {input_dir}")
+    files = input_files(input_dir)
     endpoint = endpoint_entity(workload, azure.outputs)
     deployment = deployment_entity(workload, azure.outputs, model, azure.assets)
     _roll_out(azure, endpoint, deployment, report)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from jobs.batch import ERROR_STATUS, FILE, ROW, STATUS, BatchSummary, Tally
+from jobs.batch import ERROR_STATUS, FILE, ROW, STATUS, BatchSummary, Tally, input_files
 from jobs.flow import SPECS_DIR, FlowError, Report
 
 DEPLOYMENT_SPEC = SPECS_DIR / "endpoints" / "batch-deployment.yml"
@@ -93,9 +93,7 @@ class BatchSettings:
 
 def run_batch(settings: BatchSettings, model_dir: Path, input_dir: Path, output_dir: Path, report: Report = print) -> BatchSummary:
     """Every file of `input_dir` through the scoring script, as Azure's parallel run calls it (module docstring)."""
-    files = sorted(str(path) for path in Path(input_dir).iterdir() if path.is_file()) if Path(input_dir).is_dir() else []
-    if not files:
-        raise FlowError(f"no input files in {input_dir}")
+    files = [str(path) for path in input_files(input_dir)]
     output = Path(output_dir) / settings.output_file_name
     if output.exists():  # "If the output file exists, the batch scoring job will fail" (how-to-use-batch-model-deployments)
         raise FlowError(f"{output} exists already: give another --output folder")

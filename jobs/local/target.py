@@ -35,7 +35,7 @@ from typing import Callable
 
 import yaml
 
-from jobs.batch import BatchSummary
+from jobs.batch import BatchSummary, input_files
 from jobs.flow import SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report
 from jobs.local.server import LocalServer, invoke, tail
 from jobs.local.specs import Bandit, render, sample
@@ -236,8 +236,7 @@ class LocalTarget:
         output_dir = output_dir or self.work_dir / "batch" / workload.name / time.strftime("%Y%m%d-%H%M%S")
         report(f"scoring {input_dir} with {model.name}:{model.version} into {output_dir}")
         model_dir = self.model_dir(model)
-        files = sum(1 for path in Path(input_dir).iterdir() if path.is_file()) if Path(input_dir).is_dir() else 0
-        slots = min(settings.workers(files), self.parallel)
+        slots = min(settings.workers(len(input_files(input_dir))), self.parallel)
         with self._taking_slots:
             for _ in range(slots):
                 self.slots.acquire()
