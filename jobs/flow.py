@@ -42,6 +42,8 @@ class JobResult:
     url: str | None = None
     error: str | None = None
     log: str | None = None  # the log's location or its tail
+    # its model is served only in the environment it was saved with (an Azure AutoML model: the AutoML runtime)
+    own_environment: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -55,6 +57,7 @@ class RegisteredModel:
     metric: str
     value: float
     source_run: str
+    own_environment: bool = False  # as JobResult.own_environment
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,44 @@ class AssetOperations:
         return entity
 
 
+# the conda file Azure AutoML saves beside a model (its MLflow model's conda.yaml), as AutoML 1.62 writes it
+AUTOML_CONDA = {
+    "name": "project_environment",
+    "channels": ["anaconda", "conda-forge"],
+    "dependencies": [
+        "python=3.10.19",
+        {"pip": ["azureml-train-automl-runtime==1.62.0", "inference-schema", "azureml-interpret==1.62.0",
+                 "azureml-defaults==1.62.0"]},
+        "numpy==1.23.5",
+        "pandas==1.5.3",
+        "scikit-learn==1.5.1",
+    ],
+}  # fmt: skip
+# what MLflow writes for a model the training scripts save
+MLFLOW_CONDA = {"name": "mlflow-env", "channels": ["conda-forge"],
+                "dependencies": ["python=3.11.7", "pip", {"pip": ["mlflow==3.17.2", "scikit-learn==1.9.1"]}]}  # fmt: skip
+
+
+class ModelOperations(AssetOperations):
+    """Models, which also download as azure-ai-ml's ModelOperations.download lays them out:
+    `<download_path>/<name>/<the last folder of the model's path>/`, here its MLmodel and conda.yaml."""
+
+    def __init__(self, sim: Simulation):
+        super().__init__(sim, "models")
+        self.downloads: list[tuple[str, str]] = []
+
+    def download(self, name: str, version: str, download_path=".") -> None:
+        model = self.get(name, version=version)
+        folder = Path(download_path) / name / model.path.rstrip("/").rsplit("/", 1)[-1]
+        folder.mkdir(parents=True, exist_ok=True)
+        automl = "/outputs/mlflow-model" in model.path
+        flavor = {"loader_module": "mlflow.sklearn", "env": {"conda": "conda.yaml"}, "model_path": "model.pkl"}
+        (folder / "MLmodel").write_text(json.dumps({"flavors": {"python_function": flavor}}))
+        (folder / "conda.yaml").write_text(json.dumps(AUTOML_CONDA if automl else MLFLOW_CONDA))
+        with self.lock:
+            self.downloads.append((name, str(version)))
+
+
 class FakeTracking:
     """MLflow's view of the runs: metrics and tags per run id."""
 
@@ -619,7 +657,7 @@ class FakeWorkspace:
         self.tracking = FakeTracking(self.sim)
         self.data = AssetOperations(self.sim, "data")
         self.environments = AssetOperations(self.sim, "environments")
-        self.models = AssetOperations(self.sim, "models")
+        self.models = ModelOperations(self.sim)
         self.jobs = JobOperations(self.sim, self.tracking)
         self.online_deployments = DeploymentOperations(self.sim)
         self.online_endpoints = EndpointOperations(self.sim, self.online_deployments)

@@ -19,6 +19,13 @@ def offline(monkeypatch):
     monkeypatch.setattr("jobs.workloads.urlopen", refuse)
 
 
+@pytest.fixture(autouse=True)
+def azure_downloads(tmp_path, monkeypatch):
+    """What the Azure target downloads (models, batch outputs) lands under the test's folder, not the repo's."""
+    monkeypatch.setattr("jobs.azure.target.MODEL_DOWNLOADS", tmp_path / "azure-models")
+    monkeypatch.setattr("jobs.azure.batch.DOWNLOADS", tmp_path / "azure-batch")
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """Small generated versions of the catalog's files (the real ones are not needed here)."""

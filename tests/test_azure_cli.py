@@ -63,7 +63,9 @@ def test_dry_run_on_the_stack_outputs(stack, gpu, egress, tmp_path, capsys):
         assert managed_deployment["model"] == f"azureml:{workload.model}:N"
         managed = by_name[f"# {workload.name}: managed online endpoint"]
         assert managed["name"] == endpoint(workload, "managed", outputs) and managed["auth_mode"] == "key"
-        assert any(title.startswith(f"# model {workload.model}: ") for title in documents)
+        model_title = next(title for title in documents if title.startswith(f"# model {workload.model}: "))
+        # both ship an AutoML candidate, whose winning model serves in its own environments
+        assert f"its own conda file: {workload.model}-inference, {workload.model}-batch)" in model_title
     for key in ("bank-marketing-lightgbm", "bank-marketing-automl-classification"):
         assert by_name[f"# job {key}"]["compute"] == f"azureml:{outputs[keys.CPU_CLUSTER]}"
     kubernetes = by_name["# housing: kubernetes online endpoint"]

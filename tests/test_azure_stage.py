@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import yaml
 
 from infra import outputs as keys
 from jobs import flow
@@ -71,9 +72,12 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
         f"{key}{suffix}" for key in ("housing", "bank-marketing") for suffix in ("", "-mltable", "-test-mltable")
     }
     assert data["housing"].type == "uri_file" and data["housing-mltable"].type == "mltable"
-    assert {e.name for e in workspace.environments.created} == {
-        "tabular-training-cpu", "tabular-training-gpu", "tabular-inference", "tabular-batch"
-    }
+    environments = {e.name: e for e in workspace.environments.created}
+    # the bank winner, an AutoML model, is served in environments built from its own conda file (below)
+    assert set(environments) == {
+        "tabular-training-cpu", "tabular-training-gpu", "tabular-inference", "tabular-batch",
+        "bank-marketing-classifier-inference", "bank-marketing-classifier-batch",
+    }  # fmt: skip
 
     jobs = {job.tags["job"]: job for job in workspace.jobs.submitted}
     assert set(jobs) == {job.key for job in JOBS}
@@ -116,6 +120,16 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
 
     bank = endpoints[endpoint(BANK, "managed")]
     assert deployments[bank.name].model == f"azureml:{classifier.name}:{classifier.version}"
+    # AutoML's model needs the AutoML runtime: its own conda file, plus the inference server it lacks by name
+    assert classifier.tags["own_environment"] == "true" and "own_environment" not in model.tags
+    assert workspace.models.downloads == [(classifier.name, str(classifier.version))]
+    online_env = environments["bank-marketing-classifier-inference"]
+    assert deployments[bank.name].environment == f"azureml:{online_env.name}:{online_env.version}"
+    pip = next(d["pip"] for d in online_env.conda_file["dependencies"] if isinstance(d, dict))
+    assert "azureml-train-automl-runtime==1.62.0" in pip and pip.count("inference-schema") == 1
+    assert pip[-1] == "azureml-inference-server-http" and "python=3.10.19" in online_env.conda_file["dependencies"]
+    assert online_env.image == azure_assets.MODEL_ENVIRONMENT_IMAGE
+    assert deployments[managed.name].environment.startswith("azureml:tabular-inference:")
     assert bank.auth_mode == "key" and deployments[bank.name].app_insights_enabled is True
 
     for name, deployment in ((managed.name, deployments[managed.name].name), (kubernetes.name, k8s_deployment.name),
@@ -133,6 +147,9 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     assert set(batch_deployments) == {azure_entities.endpoint_name(w, "batch", OUTPUTS) for w in (HOUSING, BANK)}
     assert {d.model for d in batch_deployments.values()} == {f"azureml:{m.name}:{m.version}" for m in (model, classifier)}
     assert {d.compute for d in batch_deployments.values()} == {OUTPUTS[keys.CPU_CLUSTER]}
+    batch_env = environments["bank-marketing-classifier-batch"]
+    assert batch_deployments[endpoint(BANK, "batch")].environment == f"azureml:{batch_env.name}:{batch_env.version}"
+    assert batch_deployments[endpoint(HOUSING, "batch")].environment.startswith("azureml:tabular-batch:")
     invoked = workspace.batch_endpoints.invoked
     assert {(i["endpoint"], i["deployment"]) for i in invoked} == {(d.endpoint_name, d.name) for d in batch_deployments.values()}
     assert {i["input"].type for i in invoked} == {"uri_folder"}
@@ -438,3 +455,52 @@ def test_endpoint_names_come_from_the_workload_and_keep_azures_rule():
     assert endpoint(BANK, "managed").startswith("bank-marketing-online-")
     elsewhere = {**OUTPUTS, keys.WORKSPACE: "mlw-another"}
     assert endpoint(BANK, "managed", elsewhere) != endpoint(BANK, "managed")
+
+
+def _saved_model(folder, conda, env={"conda": "conda.yaml"}):  # noqa: B006 (read only)
+    folder.mkdir(parents=True)
+    (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": {"python_function": {"env": env}}}))
+    if conda is not None:
+        (folder / "conda.yaml").write_text(yaml.safe_dump(conda))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "dependencies, added",
+    [
+        # no pip section: pip, then one with everything serving needs
+        (["python=3.10"], {"tabular-inference": ["azureml-inference-server-http", "inference-schema"],
+                           "tabular-batch": ["azureml-core", "azureml-dataset-runtime[fuse]"]}),
+        # listed already, pinned, by conda or pip, in any spelling: left as the model has it
+        (["python=3.10", "azureml_core=1.62.0", {"pip": ["Inference.Schema==1.8", "azureml-dataset-runtime~=1.62"]}],
+         {"tabular-inference": ["azureml-inference-server-http"], "tabular-batch": []}),
+    ],
+)  # fmt: skip
+def test_a_model_in_its_own_environment_gets_only_what_serving_adds_and_it_lacks(tmp_path, dependencies, added):
+    folder = _saved_model(tmp_path / "model", {"name": "automl", "dependencies": dependencies})
+    built = azure_assets.model_environments(folder, BANK.model)
+    # in place of each serving environment the stage registers
+    assert set(built) == set(azure_assets.SERVING_PACKAGES) <= {a.name for a in azure_assets.environment_assets()}
+    for stands_for, asset in built.items():
+        assert asset.name == f"{BANK.model}-{stands_for.split('-')[-1]}"
+        pip = next(d["pip"] for d in asset.entity.conda_file["dependencies"] if isinstance(d, dict))
+        before = next((d["pip"] for d in dependencies if isinstance(d, dict)), [])
+        assert pip == before + added[stands_for]
+        assert asset.entity.conda_file["dependencies"].count("pip") == (0 if before else 1)
+    again = azure_assets.model_environments(folder, BANK.model)
+    assert {a.version for a in again.values()} == {a.version for a in built.values()}  # content-addressed
+
+
+@pytest.mark.parametrize(
+    "conda, env, problem",
+    [
+        ({"dependencies": ["python=3.10"]}, None, "names no conda environment file"),
+        (None, {"conda": "conda.yaml"}, "names no conda environment file"),
+        ({"name": "no dependencies"}, {"conda": "conda.yaml"}, "conda.yaml: not a conda environment"),
+    ],
+)
+def test_a_model_without_a_usable_conda_file_is_refused_naming_the_file(tmp_path, conda, env, problem):
+    folder = _saved_model(tmp_path / "model", conda, env)
+    with pytest.raises(ValueError, match=problem) as error:
+        azure_assets.model_environments(folder, BANK.model)
+    assert str(folder) in str(error.value)

@@ -4,6 +4,7 @@ train.py trains on small generated housing data: predictions, every malformed re
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -190,3 +191,48 @@ def test_the_classifiers_swagger_describes_its_answer(classifier):
     assert answers["items"]["properties"]["label"]["type"] == "string"
     # the model's metadata names its classes, so the example answer names the positive one
     assert [answer["label"] for answer in answers["example"]] == ["yes"]
+
+
+# -- a pickled model, as Azure AutoML saves its own (served in its own environment: jobs/azure/assets.py) ------
+@pytest.fixture(scope="module")
+def pickled_root(tmp_path_factory) -> Path:
+    """A scikit-learn pipeline saved with cloudpickle, without the metadata the training scripts write."""
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.tree import DecisionTreeClassifier
+
+    frame = bank_frame(400)
+    target, features = frame.pop("y"), frame.astype(dict.fromkeys(frame.select_dtypes("number").columns, float))
+    categorical = list(features.select_dtypes(exclude="number").columns)
+    encode = ColumnTransformer([("categories", OneHotEncoder(handle_unknown="ignore"), categorical)], remainder="passthrough")
+    pipeline = make_pipeline(encode, DecisionTreeClassifier(max_depth=5, random_state=0)).fit(features, target)
+    root = tmp_path_factory.mktemp("pickled")
+    mlflow.sklearn.save_model(pipeline, root / "automl-classifier" / "1" / "model", serialization_format="cloudpickle",
+                              signature=infer_signature(features, pipeline.predict(features)), input_example=features.head(2))  # fmt: skip
+    return root
+
+
+def test_a_pickled_classifier_without_metadata_answers_as_a_classifier_and_skops_is_never_imported(pickled_root):
+    folder = pickled_root / "automl-classifier" / "1" / "model"
+    records = bank_records(30)
+    # in a fresh process, as a server worker: a model that is not skops-serialized does not need skops installed
+    script = f"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, {str(SRC)!r})
+from scoring import Schema, Scorer
+folder = Path({str(folder)!r})
+schema = Schema(folder)
+answers = Scorer(folder, schema).predict(schema.to_columns({records!r}))
+print(json.dumps({{"skops": [name for name in sys.modules if name.startswith("skops")], "answers": answers}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["skops"] == []
+    pipeline = mlflow.sklearn.load_model(str(folder))
+    frame = pd.DataFrame(records)
+    assert [answer["label"] for answer in result["answers"]] == pipeline.predict(frame).tolist()
+    assert [answer["probability"] for answer in result["answers"]] == pipeline.predict_proba(frame)[:, 1].tolist()

@@ -5,6 +5,7 @@ target and task, environments exist and pin what requirements.txt pins."""
 
 from __future__ import annotations
 
+import ast
 import random
 import re
 import shlex
@@ -206,6 +207,21 @@ def test_every_environment_a_spec_names_is_defined():
     names = environment_names()
     unknown = [(spec, ref) for spec, ref in referenced if not ASSET.match(ref) or ASSET.match(ref)[1] not in names]
     assert not unknown, f"environments not defined under {ENVIRONMENT_DIR}: {unknown}"
+
+
+# an Azure AutoML winner serves in its own environment, on the AutoML runtime's Python: 3.9 to 3.11
+# (azureml-train-automl-runtime 1.62's Requires-Python; jobs/azure/assets.py SERVING_PACKAGES)
+SERVING_SCRIPTS = ("score.py", "scoring.py", "batch_score.py")
+
+
+@pytest.mark.parametrize("name", SERVING_SCRIPTS)
+def test_the_serving_scripts_run_on_the_oldest_python_automl_serves_on(name):
+    text = (SRC / name).read_text()
+    ast.parse(text, filename=name, feature_version=(3, 9))
+    # annotations such as `Scorer | None` are evaluated at import on 3.9 unless postponed
+    assert "from __future__ import annotations" in text
+    with pytest.raises(SyntaxError):  # what the check catches: a 3.10 `match`, say
+        ast.parse("match value:\n    case 1:\n        pass\n", feature_version=(3, 9))
 
 
 def is_deployment(spec: dict) -> bool:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -139,3 +140,75 @@ def environment_assets() -> list[Asset]:
             files |= {p for p in context.rglob("*") if p.is_file()}
         assets.append(_asset(environment, digest_files(files, ENVIRONMENTS_DIR)))
     return assets
+
+
+# A model that brings its environment (an Azure AutoML model, whose pickled pipeline needs the AutoML runtime)
+# is served in one built from its own conda file plus what serving adds, as Azure documents for an MLflow model
+# deployed with a scoring script: azureml-inference-server-http online (how-to-deploy-mlflow-models-online-endpoints,
+# "Customize MLflow model deployments"), azureml-core in batch (how-to-mlflow-batch, "Customize model deployment
+# with scoring script"), both on this image. Keyed by the stage's environment each one stands in for; score.py also
+# needs inference-schema, and batch_score.py's inputs the dataset runtime (as jobs/specs/environments/batch.yml).
+# Unpinned: pip picks what fits the model's own pins (AutoML's azureml-defaults pins the server to ~=1.4).
+MODEL_ENVIRONMENT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+SERVING_PACKAGES = {
+    "tabular-inference": ("azureml-inference-server-http", "inference-schema"),
+    "tabular-batch": ("azureml-core", "azureml-dataset-runtime[fuse]"),
+}
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _package_name(requirement: str) -> str | None:
+    """`scikit-learn=1.5.1`, `azureml-core~=1.62.0`, `azureml-dataset-runtime[fuse]` -> the normalized name."""
+    match = _REQUIREMENT_NAME.match(requirement)
+    return re.sub(r"[-_.]+", "-", match[1]).lower() if match else None
+
+
+def model_conda(model_folder: Path) -> dict:
+    """The conda environment an MLflow model was saved with (MLmodel's python_function `env`)."""
+    mlmodel = model_folder / "MLmodel"
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    env = flavor.get("env")
+    name = env.get("conda") if isinstance(env, dict) else env  # MLflow 1.x wrote the file name alone
+    if not name or not (model_folder / name).is_file():
+        raise ValueError(f"{mlmodel}: names no conda environment file (python_function.env.conda) beside it")
+    conda = yaml.safe_load((model_folder / name).read_text())
+    if not isinstance(conda, dict) or not isinstance(conda.get("dependencies"), list):
+        raise ValueError(f"{model_folder / name}: not a conda environment (no `dependencies` list)")
+    return conda
+
+
+def with_pip_packages(conda: dict, packages: Iterable[str]) -> dict:
+    """`conda` with each of `packages` it does not list already (by name, conda or pip) added to its pip section."""
+    dependencies = [dict(item) if isinstance(item, dict) else item for item in conda["dependencies"]]
+    pip = next((item for item in dependencies if isinstance(item, dict) and "pip" in item), None)
+    listed = {_package_name(str(item)) for item in dependencies if not isinstance(item, dict)}
+    listed |= {_package_name(str(item)) for item in (pip or {}).get("pip", [])}
+    missing = [package for package in packages if _package_name(package) not in listed]
+    if missing:
+        if pip is None:
+            pip = {"pip": []}
+            dependencies += ([] if "pip" in listed else ["pip"]) + [pip]
+        pip["pip"] = [*pip["pip"], *missing]
+    return {**conda, "dependencies": dependencies}
+
+
+def model_environment_name(model_name: str, stands_for: str) -> str:
+    """`<model>-inference` in place of tabular-inference, `<model>-batch` in place of tabular-batch."""
+    return f"{model_name}-{stands_for.rsplit('-', 1)[-1]}"
+
+
+def model_environments(model_folder: Path, model_name: str) -> dict[str, Asset]:
+    """The environments a model that brings its own is served in, keyed by the stage's environment each stands
+    in for: `<model>-inference` and `<model>-batch`, versioned by their content like every environment here."""
+    conda = model_conda(model_folder)
+    environments = {}
+    for stands_for, packages in SERVING_PACKAGES.items():
+        spec = with_pip_packages(conda, packages)
+        entity = Environment(
+            name=model_environment_name(model_name, stands_for),
+            image=MODEL_ENVIRONMENT_IMAGE,
+            conda_file=spec,
+            description=f"{model_name}'s own conda environment, in place of {stands_for}, with {', '.join(packages)}",
+        )
+        environments[stands_for] = _asset(entity, digest_text(MODEL_ENVIRONMENT_IMAGE, yaml.safe_dump(spec, sort_keys=True)))
+    return environments

@@ -3,9 +3,10 @@
 The endpoint and its model batch deployment come from jobs/specs/endpoints/batch-{endpoint,deployment}.yml and
 the stack outputs, as entities.py builds the online ones: the endpoint is `<workload>-batch-<6 hex>`, the
 deployment runs jobs/src/batch_score.py on the stack's CPU cluster with the batch environment (tabular-batch)
-registered for this run, and is named after what it serves, so an unchanged one is left alone. It becomes the endpoint's
-default; invoking it uploads the input folder and starts a batch scoring job, which is waited for like any job.
-Its output (predictions.csv, batch_score.py's rows) is then downloaded and counted: rows scored, rows failed.
+registered for this run, or with the model's own (an AutoML winner: AzureTarget.serving_assets), and is named
+after what it serves, so an unchanged one is left alone. It becomes the endpoint's default; invoking it uploads
+the input folder and starts a batch scoring job, which is waited for like any job. Its output (predictions.csv,
+batch_score.py's rows) is then downloaded and counted: rows scored, rows failed.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def score_batch(
     error and where its logs are."""
     files = input_files(input_dir)
     endpoint = endpoint_entity(workload, azure.outputs)
-    deployment = deployment_entity(workload, azure.outputs, model, azure.assets)
+    deployment = deployment_entity(workload, azure.outputs, model, azure.serving_assets(model, report))
     _roll_out(azure, endpoint, deployment, report)
     folder = Input(type="uri_folder", path=str(Path(input_dir).resolve()))  # a local folder is uploaded
     invoked = azure.uploading(

@@ -48,8 +48,10 @@ def dry_run(outputs: Mapping[str, str | None], workloads: list[Workload], data_d
     documents = [(f"data asset {a.name}", a.entity) for a in data]
     documents += [(f"environment {a.name}", a.entity) for a in environments]
     for workload in workloads:
+        automl = False
         for job in workload.jobs:
             built = entities.build_job(job, outputs, registered)
+            automl |= built.entity.type == "automl"
             documents.append((f"job {job.key}" + (f" ({built.note})" if built.note else ""), built.entity))
         if workload.retrain:
             built = entities.build_pipeline(workload, outputs, registered)
@@ -62,6 +64,9 @@ def dry_run(outputs: Mapping[str, str | None], workloads: list[Workload], data_d
             model_uri="azureml://jobs/<the winner's best run>/outputs/results/paths/model/",
         )  # fmt: skip
         title = f"model {workload.model}: registered from {workload.name}'s best candidate once the jobs ran; version N"
+        if automl:
+            own = ", ".join(assets.model_environment_name(workload.model, name) for name in assets.SERVING_PACKAGES)
+            title += f" (an AutoML winner is served in environments built from its own conda file: {own})"
         documents.append((title, entities.model_entity(workload, placeholder, "N")))
         model = RegisteredModel(workload.model, "N", workload.metric, float("nan"), placeholder.run_name)
         for kind in workload.online:

@@ -52,6 +52,8 @@ PRIVATE_EGRESS = "disabled"
 # region too ("The endpoint's name must be unique within an Azure region", how-to-use-batch-model-deployments)
 ENDPOINT_LABELS = {"managed": "online", "kubernetes": "k8s", "batch": "batch"}
 ENDPOINT_SUFFIX = 6
+# the registered model's tag saying it is served in its own environment (JobResult.own_environment)
+OWN_ENVIRONMENT_TAG = "own_environment"
 # an asset reference as written in a spec (`azureml:housing@latest`) or as loaded (`housing@latest`)
 _REFERENCE = re.compile(r"^(?:azureml:)?(?P<name>[A-Za-z0-9_.-]+?)(?:@latest|:[A-Za-z0-9_.-]+)?$")
 
@@ -206,6 +208,7 @@ def schedule_entity(
 
 
 def model_entity(workload: Workload, best: JobResult, version: str) -> Model:
+    own = {OWN_ENVIRONMENT_TAG: "true"} if best.own_environment else {}
     return Model(
         name=workload.model,
         version=version,
@@ -219,6 +222,7 @@ def model_entity(workload: Workload, best: JobResult, version: str) -> Model:
             "source_job": best.run_name,
             "job": best.job.key,
             "git_commit": git_commit(),
+            **own,
         },
     )
 

@@ -23,6 +23,8 @@ from jobs.workloads import Workload
 POLL_SECONDS = 30.0
 ARM_SCOPE = "https://management.azure.com/.default"
 MODEL_FOLDER = "model"
+# where a model served in its own environment is downloaded to read its conda file (git-ignored)
+MODEL_DOWNLOADS = assets.WORK_DIR.parent / "azure-models"
 TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding")
 RETRYABLE = ("Failed", "Canceled", "NotResponding")
 # AutoML starts its model test run under the best child once training ends, and it may still run after the
@@ -134,6 +136,8 @@ class AzureTarget:
         self.storage_backoff, self.rollout = storage_backoff, rollout
         self.assets: dict[str, Asset] = {}
         self.workloads: dict[str, Workload] = {}
+        self._serving: dict[tuple[str, str], Mapping[str, Asset]] = {}
+        self._serving_lock = threading.Lock()
 
     # -- assets ---------------------------------------------------------------------------------
     def prepare(self, workloads: list[Workload], report: Report, data: bool = True) -> None:
@@ -154,8 +158,8 @@ class AzureTarget:
             report(f"{asset.name}:{asset.version} registered")
 
     def uploading(self, call: Callable[[], object], report: Report):
-        """`call()`, which uploads to the workspace's storage, retried while the storage does not let this
-        machine in yet (a private stack's firewall rule for the CI runner takes a moment to apply)."""
+        """`call()`, which uploads to (or downloads from) the workspace's storage, retried while the storage does
+        not let this machine in yet (a private stack's firewall rule for the CI runner takes a moment to apply)."""
         return with_retries(
             call, lambda error: credentials.storage_transient(error, self.outputs), self.storage_backoff, report
         )
@@ -227,7 +231,7 @@ class AzureTarget:
                 raise FlowError(f"AutoML job {name}: no automl_best_child_run_id tag")
             model_uri = f"azureml://jobs/{best}/outputs/artifacts/paths/outputs/mlflow-model/"
             metrics = self._automl_held_out(name, best, self.workloads[job.workload], report)
-            return JobResult(job, name, done.status, metrics, None, model_uri, done.studio_url)
+            return JobResult(job, name, done.status, metrics, None, model_uri, done.studio_url, own_environment=True)
         best = name
         if entity.type == "sweep":
             best = (done.properties or {}).get("best_child_run_id")
@@ -301,18 +305,19 @@ class AzureTarget:
             entity = entities.model_entity(workload, best, str(max(numbers, default=0) + 1))
             model = self.ml_client.models.create_or_update(entity)
         value = best.metrics[workload.metric]
-        return RegisteredModel(model.name, str(model.version), workload.metric, value, best.run_name)
+        return RegisteredModel(model.name, str(model.version), workload.metric, value, best.run_name, _own_environment(model))
 
     def deploy(self, workload: Workload, model: RegisteredModel, report: Report) -> list[Endpoint]:
         """The model rolled out on each online endpoint the workload serves from, side by side."""
         payload = workload.request()
+        serving = self.serving_assets(model, report)
         return in_parallel(
             [
                 lambda kind=kind: roll_out(
                     self.ml_client,
                     kind,
                     entities.endpoint_entity(workload, kind, self.outputs),
-                    entities.deployment_entity(workload, kind, self.outputs, model, self.assets),
+                    entities.deployment_entity(workload, kind, self.outputs, model, serving),
                     payload,
                     workload.task,
                     report,
@@ -337,10 +342,40 @@ class AzureTarget:
         except ResourceNotFoundError:
             raise FlowError(f"model {name}:{version or 'latest'} is not registered (`run` registers the best one)") from None
         source = (model.tags or {}).get("source_job", "?")
-        return RegisteredModel(model.name, str(model.version), workload.metric, float("nan"), source)
+        return RegisteredModel(model.name, str(model.version), workload.metric, float("nan"), source, _own_environment(model))
+
+    def serving_assets(self, model: RegisteredModel, report: Report) -> Mapping[str, Asset]:
+        """The assets a deployment of `model` pins its environment from: the registered ones, but for a model
+        served in its own environment, the environments built from its conda file in place of the stage's
+        (jobs/azure/assets.py `model_environments`), registered once per model version."""
+        if not model.own_environment:
+            return self.assets
+        with self._serving_lock:
+            key = (model.name, model.version)
+            if key not in self._serving:
+                folder = MODEL_DOWNLOADS / model.name / model.version
+                self.uploading(
+                    lambda: self.ml_client.models.download(model.name, model.version, download_path=str(folder)), report
+                )
+                found = sorted(folder.rglob("MLmodel"), key=lambda path: len(path.parts))
+                if not found:
+                    raise FlowError(f"model {model.name}:{model.version}: no MLflow model (MLmodel) in its files ({folder})")
+                try:
+                    built = assets.model_environments(found[0].parent, model.name)
+                except ValueError as error:
+                    raise FlowError(f"model {model.name}:{model.version}: {error}") from None
+                report(f"{model.name}:{model.version} is served in its own environment: {', '.join(a.name for a in built.values())}")
+                for asset in built.values():
+                    self._register(self.ml_client.environments, asset, report)
+                self._serving[key] = {**self.assets, **built}
+            return self._serving[key]
 
     def release(self, endpoints: list[Endpoint]) -> None:
         """Azure's endpoints stay up: serving is what they are for."""
+
+
+def _own_environment(model) -> bool:
+    return (model.tags or {}).get(entities.OWN_ENVIRONMENT_TAG) == "true"
 
 
 def _run_type(run) -> str | None:

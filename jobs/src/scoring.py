@@ -341,7 +341,9 @@ class Scorer:
         self.fast = None
         flavors = Model.load(str(model_folder)).flavors
         if "sklearn" in flavors:
-            _import_skops_without_torch()
+            # the training scripts save with skops; a pickled model (an Azure AutoML one) needs no skops
+            if flavors["sklearn"].get("serialization_format") == "skops":
+                _import_skops_without_torch()
             self.model = mlflow.sklearn.load_model(str(model_folder))
         else:
             self.model = mlflow.pyfunc.load_model(str(model_folder))
@@ -398,7 +400,7 @@ class Scorer:
     def _checked_fast_path(self) -> FastPipeline | None:
         try:
             fast = FastPipeline(self.model)
-        except TypeError as why:
+        except Exception as why:  # noqa: BLE001  (TypeError for a step not covered; a model of unknown make may raise any)
             log.info("no fast path for this model (%s); scoring with its own predict", why)
             return None
         probes = self.schema.to_columns(self._probe_records())
