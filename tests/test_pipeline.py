@@ -56,6 +56,12 @@ def test_every_pipeline_and_schedule_loads_and_validates(workload):
     assert spec["jobs"]["register"]["inputs"]["verdict"] == "${{parent.jobs.evaluate.outputs.verdict}}"
     order = waves(load_steps(workload.retrain.pipeline)[1], workload.retrain.pipeline)
     assert order[0] == ["validate"] and order[-2:] == [["evaluate"], ["register"]]
+    # each candidate is retrained and evaluated: the AutoML one on its spec's primary metric
+    training = [step for step in spec["jobs"] if step not in ("validate", "evaluate", "register")]
+    bound = [value for name, value in spec["jobs"]["evaluate"]["inputs"].items() if name.startswith("candidate_")]
+    assert sorted(bound) == sorted(f"${{{{parent.jobs.{step}.outputs.results}}}}" for step in training)
+    automl = next(spec for spec in map(yaml.safe_load, (job.spec.read_text() for job in workload.jobs)) if spec["type"] == "automl")
+    assert spec["jobs"]["automl"]["inputs"]["primary_metric"] == automl["primary_metric"]
     schedule = load_schedule(workload.retrain.schedule)
     assert schedule._validate().passed and schedule.trigger.type.lower() == "cron"
     # off in dev, on in prod
@@ -220,7 +226,7 @@ def test_the_shipped_pipeline_stops_at_validation_naming_the_column(local_target
     assert cli.main(base) == 1
     error = capsys.readouterr().err
     assert "step validate failed" in error and "column 'balance' is missing" in error
-    assert "not run: lightgbm, evaluate, register" in error
+    assert "not run: lightgbm, automl, evaluate, register" in error
 
 
 def test_register_keeps_the_registered_version_when_the_candidate_is_not_better(tmp_path, monkeypatch):
@@ -373,7 +379,7 @@ def test_the_dry_run_prints_the_pipeline_schedule_and_batch_entities_for_each_en
         printed = capsys.readouterr().out
         documents = {doc.split("\n", 1)[0]: yaml.safe_load(doc) for doc in printed.split("---\n")[1:]}
         pipeline = documents["# housing: retraining pipeline (no gpu_cluster_name output (GPU cluster off in this stack): housing-retrain step mlp runs on the CPU cluster cpu-from-outputs)"]
-        assert pipeline["type"] == "pipeline" and set(pipeline["jobs"]) == {"validate", "lightgbm", "mlp", "evaluate", "register"}
+        assert pipeline["type"] == "pipeline" and set(pipeline["jobs"]) == {"validate", "lightgbm", "mlp", "automl", "evaluate", "register"}
         schedule = documents[f"# housing: retraining schedule, {state} in {environment}"]
         assert schedule["is_enabled"] is (state == "enabled") and schedule["trigger"]["expression"] == "0 3 * * 1"
         endpoint = documents["# housing: batch endpoint"]
