@@ -44,12 +44,21 @@ LATENCY = {
     "jobs.list": 0.6,  # a run's children (AutoML's model test run under the best child)
     "models.list": 0.5,
     "models.create": 2.0,
+    "models.download": 3.0,  # an AutoML winner's files, for the conda file of its own environments
     "online_endpoints.get": 0.5,
     "online_endpoints.create": 60.0,  # create, or a traffic update
     "online_endpoints.invoke": 0.3,
     "online_deployments.create": 600.0,
     "online_deployments.list": 0.5,
     "online_deployments.delete": 120.0,
+    "online_endpoints.get_keys": 0.3,
+    "workspaces.get": 0.4,
+    "compute.get": 0.4,
+    "batch_endpoints.get": 0.5,
+    "batch_endpoints.create": 30.0,  # create, or the default deployment's update
+    "batch_deployments.get": 0.5,
+    "batch_deployments.create": 60.0,
+    "batch_endpoints.invoke": 5.0,  # the sample folder's upload + the job's submission
 }
 JOB_MINUTES = {
     "housing-lightgbm": 12,
@@ -79,7 +88,17 @@ ROLLOUT = (
 )
 
 
-def critical_path(latency: dict[str, float], job_seconds: dict[str, float], workloads) -> float:
+BATCH = (
+    "batch_endpoints.get",
+    "batch_endpoints.create",  # the endpoint
+    "batch_deployments.get",
+    "batch_deployments.create",
+    "batch_endpoints.create",  # its default deployment
+    "batch_endpoints.invoke",
+)
+
+
+def critical_path(latency: dict[str, float], job_seconds: dict[str, float], workloads, downloaded: set[str]) -> float:
     assets = max(latency[f"{kind}.get"] + latency[f"{kind}.create"] for kind in ("data", "environments"))
 
     def workload_path(workload) -> float:
@@ -88,8 +107,13 @@ def critical_path(latency: dict[str, float], job_seconds: dict[str, float], work
             for job in workload.jobs
         )
         model = latency["models.list"] + latency["models.create"]
+        if workload.model in downloaded:  # an AutoML winner: its two own environments, registered one by one
+            model += latency["models.download"] + 2 * (latency["environments.get"] + latency["environments.create"])
         rollout = sum(latency[step] for step in ROLLOUT)  # the endpoints roll out side by side
-        return jobs + model + rollout + latency["online_endpoints.invoke"] * len(workload.online)
+        online = rollout + latency["online_endpoints.invoke"] * len(workload.online)
+        # then the sample in batch: endpoint, deployment, default, invoke, and the batch job's wait
+        batch = sum(latency[step] for step in BATCH) + latency["jobs.get"] if workload.batch else 0.0
+        return jobs + model + online + batch
 
     return assets + max(workload_path(workload) for workload in workloads)
 
@@ -129,7 +153,7 @@ def main() -> None:
         wall = time.perf_counter() - started
 
     stepped = sum(latency[op] * count for op, count in simulation.calls.items()) + sum(job_seconds.values())
-    critical = critical_path(latency, job_seconds, workloads)
+    critical = critical_path(latency, job_seconds, workloads, {name for name, _ in workspace.models.downloads})
     print(f"scale {args.scale:g} (Azure seconds -> simulated seconds), {sum(simulation.calls.values())} operations")
     print(f"critical path:       {critical:7.2f} s")
     print(f"wall time:           {wall:7.2f} s   ({wall / critical:.2f} x the critical path; goal <= 1.2 x)")

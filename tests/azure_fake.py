@@ -270,7 +270,9 @@ class ModelOperations(AssetOperations):
         self.downloads: list[tuple[str, str]] = []
 
     def download(self, name: str, version: str, download_path=".") -> None:
-        model = self.get(name, version=version)
+        self.sim.sleep("models.download")
+        with self.lock:
+            model = self.store[(name, str(version))]
         folder = Path(download_path) / name / model.path.rstrip("/").rsplit("/", 1)[-1]
         folder.mkdir(parents=True, exist_ok=True)
         automl = "/outputs/mlflow-model" in model.path
