@@ -103,6 +103,12 @@ class FlowError(RuntimeError):
     """A step failed; the message names what failed and where to look."""
 
 
+def model_folder(root: Path) -> Path | None:
+    """The MLflow model under `root`: the shallowest folder holding an MLmodel file (None when there is none)."""
+    found = sorted(Path(root).rglob("MLmodel"), key=lambda path: len(path.parts))
+    return found[0].parent if found else None
+
+
 def answer_problem(task: str, answers: object, rows: int) -> str | None:
     """What is wrong with a scoring answer to `rows` records, or None: one number per record from a
     regressor; one object with a label and the probability (or probabilities) from a classifier."""

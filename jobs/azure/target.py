@@ -17,7 +17,7 @@ from jobs.azure.assets import Asset
 from jobs.azure.credentials import PROPAGATION, STORAGE_FIREWALL, Backoff, SignIn, first_line, with_retries
 from jobs.azure.rollout import RolloutOptions, roll_out, score
 from jobs.batch import BatchSummary
-from jobs.flow import Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, in_parallel
+from jobs.flow import Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, in_parallel, model_folder
 from jobs.workloads import Workload
 
 POLL_SECONDS = 30.0
@@ -357,11 +357,11 @@ class AzureTarget:
                 self.uploading(
                     lambda: self.ml_client.models.download(model.name, model.version, download_path=str(folder)), report
                 )
-                found = sorted(folder.rglob("MLmodel"), key=lambda path: len(path.parts))
-                if not found:
+                saved = model_folder(folder)
+                if saved is None:
                     raise FlowError(f"model {model.name}:{model.version}: no MLflow model (MLmodel) in its files ({folder})")
                 try:
-                    built = assets.model_environments(found[0].parent, model.name)
+                    built = assets.model_environments(saved, model.name)
                 except ValueError as error:
                     raise FlowError(f"model {model.name}:{model.version}: {error}") from None
                 report(f"{model.name}:{model.version} is served in its own environment: {', '.join(a.name for a in built.values())}")

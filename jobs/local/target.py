@@ -36,7 +36,7 @@ from typing import Callable
 import yaml
 
 from jobs.batch import BatchSummary, input_files
-from jobs.flow import SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report
+from jobs.flow import SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, model_folder
 from jobs.local.server import LocalServer, invoke, tail
 from jobs.local.specs import Bandit, render, sample
 from jobs.workloads import CatalogEntry, Workload, catalog, locate_data
@@ -354,14 +354,14 @@ class LocalTarget:
 
     def _finish(self, run_id: str, run_dir: Path) -> tuple[dict[str, float], str]:
         """The run's metrics and the runs:/ URI of the MLflow model it saved."""
-        models = sorted((run_dir / "outputs").rglob("MLmodel"), key=lambda p: len(p.parts))
-        if not models:
+        saved = model_folder(run_dir / "outputs")
+        if saved is None:
             raise FlowError(f"the run wrote no MLflow model (no MLmodel file under {run_dir / 'outputs'})")
-        relative = models[0].parent.relative_to(run_dir / "outputs")
+        relative = saved.relative_to(run_dir / "outputs")
         artifact_path = "/".join(relative.parts[1:])  # outputs/<name>/<path>: the script logs <name>'s content
         if not artifact_path or not self.client.list_artifacts(run_id, artifact_path):
             artifact_path = "/".join(("outputs", *relative.parts))
-            self.client.log_artifacts(run_id, str(models[0].parent), artifact_path)
+            self.client.log_artifacts(run_id, str(saved), artifact_path)
         self.client.set_terminated(run_id, "FINISHED")
         return self.client.get_run(run_id).data.metrics, f"runs:/{run_id}/{artifact_path}"
 
