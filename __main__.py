@@ -4,6 +4,7 @@ import pulumi
 from pulumi_azure_native import authorization, resources
 
 from infra import outputs, settings as stack_settings
+from infra.collected_data import CollectedData, CollectedDataArgs
 from infra.context import StackContext
 from infra.identity import AutomationIdentity, AutomationIdentityArgs
 from infra.inference import InferenceCluster, InferenceClusterArgs
@@ -29,6 +30,7 @@ inference = InferenceCluster("inference", InferenceClusterArgs(stack, platform, 
 automation = AutomationIdentity("automation", AutomationIdentityArgs(stack, platform, owner_object_id=client.object_id))
 team = TeamAccess("team", TeamAccessArgs(stack, platform))
 workstations = Workstations("workstations", WorkstationsArgs(stack, platform, network))
+collected = CollectedData("collected-data", CollectedDataArgs(stack, platform.storage.name, platform.workspace.workspace_id))
 
 pulumi.export(outputs.SUBSCRIPTION_ID, client.subscription_id)
 pulumi.export(outputs.TENANT_ID, client.tenant_id)

@@ -31,6 +31,9 @@ from infra.security import (
 )
 
 RESOURCE_GROUP = "azure-native:resources:ResourceGroup"
+MANAGEMENT_POLICY = "azure-native:storage:ManagementPolicy"
+LIFECYCLE_RULE_NAME = re.compile(r"[A-Za-z0-9]{1,256}")
+LIFECYCLE_MAX_RULES = 100
 PRIVATE_ENDPOINT = "azure-native:network:PrivateEndpoint"
 USER_ASSIGNED_IDENTITY = "azure-native:managedidentity:UserAssignedIdentity"
 INSTANCE_TYPE = "kubernetes:amlarc.azureml.com/v1alpha1:InstanceType"
@@ -298,6 +301,27 @@ def registry_features_need_premium(resource: Resource) -> Iterator[str]:
         yield f"{resource.where}: zoneRedundancy needs the Premium SKU, not {resource.get('sku.name')}"
     if resource.get("networkRuleSet"):
         yield f"{resource.where}: networkRuleSet needs the Premium SKU, not {resource.get('sku.name')}"
+
+
+@rule(
+    "platform",
+    source="Azure Blob Storage lifecycle management policy structure (learn.microsoft.com/azure/storage/blobs/"
+    "lifecycle-management-policy-structure): \"A rule name can include up to 256 alphanumeric characters. Rule name "
+    "is case-sensitive. It must be unique within a policy.\" and \"You can define up to 100 rules in a policy.\"",
+)
+def lifecycle_rules_azure_accepts(resource: Resource) -> Iterator[str]:
+    """A lifecycle management policy's rules have unique names of letters and digits, at most 100 of them."""
+    if resource.type != MANAGEMENT_POLICY:
+        return
+    found = [r for r in resource.get("policy.rules", []) or [] if known(r)]
+    names = [r.get("name") for r in found if known(r.get("name"))]
+    for name in names:
+        if not LIFECYCLE_RULE_NAME.fullmatch(str(name)):
+            yield f"{resource.where}: rule name {name!r} is not 1-256 letters and digits"
+    for name in sorted({name for name in names if names.count(name) > 1}):
+        yield f"{resource.where}: rule name {name!r} is used {names.count(name)} times"
+    if len(found) > LIFECYCLE_MAX_RULES:
+        yield f"{resource.where}: {len(found)} rules; a policy holds {LIFECYCLE_MAX_RULES}"
 
 
 @rule(

@@ -8,7 +8,13 @@
     python -m jobs batch --local --workload NAME --input DIR        score every CSV file of a folder with its latest
         [--output DIR]                                              model (--stack: on its batch endpoint in Azure)
     python -m jobs pipeline --local [--workload NAME]               each workload's retraining pipeline, step by step
-    python -m jobs schedule --stack dev                             create or update the retraining schedules in Azure
+        [--when-drifted | --always]                                 (its drift gate on or off, whatever retrain.when says)
+    python -m jobs monitor --local --workload NAME                  the monitor over what the served model collected:
+        [--production DIR] [--since TIME] [--until TIME]            drift and data quality against the training rows
+    python -m jobs monitor --local --demo --workload NAME           two windows of requests, the second drifted; the
+                                                                    monitor on each; the drift-gated pipeline on each
+    python -m jobs schedule --stack dev                             create or update the retraining schedules and the
+                                                                    endpoints' monitors in Azure
     python -m jobs bench [--local | --stack dev] --workload NAME    load-test its endpoint (served here, or in
         [--concurrency N] [--requests N] [--duration S] [--rows N]  Azure with its key): requests/s, latency, errors
 """
@@ -73,12 +79,31 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--input", type=Path, required=True, metavar="DIR", help="the folder of CSV files to score")
     batch.add_argument("--output", type=Path, metavar="DIR", help="local: where predictions.csv and errors.csv go "
                        "(default: <work dir>/batch/<workload>/<date-time>)")  # fmt: skip
-    pipeline = commands.add_parser("pipeline", parents=[target],
+    inputs = argparse.ArgumentParser(add_help=False)
+    inputs.add_argument("--input", metavar="NAME=VALUE", action="append", default=[], type=_fixed,
+                        help="local: set a pipeline input, e.g. --input min_rows=100 (or force=true past the drift gate)")  # fmt: skip
+    pipeline = commands.add_parser("pipeline", parents=[target, inputs],
                                    help="run each workload's retraining pipeline (here: its steps as local processes)")  # fmt: skip
-    pipeline.add_argument("--input", metavar="NAME=VALUE", action="append", default=[], type=_fixed,
-                          help="local: set a pipeline input, e.g. --input min_rows=100")  # fmt: skip
+    gate = pipeline.add_mutually_exclusive_group()
+    gate.add_argument("--when-drifted", dest="gated", action="store_const", const=True,
+                      help="with the drift gate on (its monitor step first; training only if a signal failed), whatever "
+                           "the workload's retrain.when says")  # fmt: skip
+    gate.add_argument("--always", dest="gated", action="store_const", const=False,
+                      help="without the drift gate: every step runs, whatever the workload's retrain.when says")
+    monitor = commands.add_parser("monitor", parents=[target, inputs],
+                                  help="local: the monitor over what the served model collected (--demo: two windows, the "
+                                       "second drifted, and the drift-gated pipeline on each)")  # fmt: skip
+    monitor.add_argument("--production", type=Path, metavar="DIR", help="a data collector folder (default: what the "
+                         "workload's served models collected, <work dir>/collected/<workload>)")  # fmt: skip
+    monitor.add_argument("--since", metavar="TIME", help="the window's start: a UTC time (2026-12-06T19:00:00Z) or a "
+                         "duration back from --until (P7D); default: everything collected")  # fmt: skip
+    monitor.add_argument("--until", metavar="TIME", help="the window's end, a UTC time (default: now)")
+    monitor.add_argument("--demo", action="store_true", help="serve the latest model, send the held-out rows, then the "
+                         "same rows drifted as workload.yml's monitor.demo says; monitor each window and run the "
+                         "drift-gated pipeline on each")  # fmt: skip
     commands.add_parser("schedule", parents=[target],
-                        help="Azure: create or update each workload's retraining schedule for the stack's environment")  # fmt: skip
+                        help="Azure: create or update each workload's retraining schedule and its endpoints' monitors "
+                             "for the stack's environment")  # fmt: skip
     bench = commands.add_parser("bench", parents=[target], help="load-test the served endpoint: requests/s, latency, errors")
     bench.add_argument("--concurrency", type=_positive(int), default=load_test.CONCURRENCY,
                        help=f"requests in flight, on one connection each (default: {load_test.CONCURRENCY})")
@@ -250,7 +275,7 @@ def pipeline(args, target) -> None:
 
         if args.input:
             raise FlowError("--input applies to --local; in Azure the pipeline's inputs are its YAML's")
-        commands.run_pipeline(target, workloads)
+        commands.run_pipeline(target, workloads, gated=args.gated)
         return
     from jobs.local.pipeline import LocalPipelineRunner, summary
 
@@ -259,7 +284,8 @@ def pipeline(args, target) -> None:
         raise FlowError("no workload declares a retraining pipeline (workload.yml: retrain)")
     target.prepare(workloads, flow.stamped(print, "assets"))
     runner = LocalPipelineRunner(target)
-    runs = flow.in_parallel([lambda w=w: runner.run(w, flow.stamped(print, w.name), dict(args.input)) for w in workloads])
+    runs = flow.in_parallel([lambda w=w: runner.run(w, flow.stamped(print, w.name), dict(args.input), args.gated)
+                             for w in workloads])  # fmt: skip
     print("\n\n".join(summary(run) for run in runs))
 
 
@@ -294,8 +320,25 @@ def dry_run(args) -> None:
     print(commands.dry_run(outputs, load_workloads(args.workload), args.data_dir))
 
 
+def monitor(args, target) -> int:
+    """The monitor over the workload's collected data (or, with --demo, the whole loop on two windows): its exit
+    code is the monitor's, 0 every signal passed, 1 one failed, 2 the input could not be used."""
+    from jobs import monitoring
+
+    if args.stack or args.outputs:
+        raise FlowError("`monitor` runs here (--local); in Azure the monitors are schedules (`schedule` creates them)")
+    workload = one_workload(args)
+    if args.demo:
+        if args.production or args.since or args.until:
+            raise FlowError("--demo sends its own two windows: leave out --production, --since and --until")
+        return monitoring.demo(target, workload, print, dict(args.input))
+    if args.input:
+        raise FlowError("--input applies to --demo (its drift-gated pipeline runs) and to `pipeline`")
+    return monitoring.run_local(target, workload, print, args.production, args.since, args.until).exit_code
+
+
 COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status,
-            "bench": bench, "pipeline": pipeline, "schedule": schedule, "batch": batch}
+            "bench": bench, "pipeline": pipeline, "schedule": schedule, "batch": batch, "monitor": monitor}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run and (args.stack or args.outputs):
                 dry_run(args)
             else:
-                COMMANDS[args.command](args, make_target(args, resources))
+                # a command may answer its own exit code (the monitor's 0, 1 or 2)
+                return COMMANDS[args.command](args, make_target(args, resources)) or 0
     except FlowError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

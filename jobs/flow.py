@@ -6,6 +6,8 @@ them lives behind the protocol below. It knows workloads (jobs/workloads.py), no
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +21,11 @@ if TYPE_CHECKING:
 
 # what every workload shares: the environments and the endpoint and deployment specs
 SPECS_DIR = Path(__file__).parent / "specs"
+# the code Azure ML jobs and endpoints run
+SOURCE_DIR = Path(__file__).parent / "src"
+# where the online deployments' data collector writes in Azure (azure-ai-ml's DEFAULT_MDC_PATH; each endpoint's
+# collections under <workload>/<endpoint>/): the local target's stand-in is <work dir>/collected
+COLLECTOR_ROOT = "azureml://datastores/workspaceblobstore/paths/modelDataCollector"
 
 Report = Callable[[str], None]
 
@@ -101,6 +108,16 @@ class Target(Protocol):
 
 class FlowError(RuntimeError):
     """A step failed; the message names what failed and where to look."""
+
+
+@functools.cache
+def source_module(name: str):
+    """A module of jobs/src (the code the jobs run), loaded once for the stage's own use: its definitions stay the
+    jobs' own (the held-out split, AutoML's mapping, the monitor's metrics), with no second copy here."""
+    spec = importlib.util.spec_from_file_location(f"jobs_src_{name}", SOURCE_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def model_folder(root: Path) -> Path | None:

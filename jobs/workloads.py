@@ -19,12 +19,20 @@ is adding a folder, never a code change.
       online: [managed, kubernetes]
       batch: true              # a batch endpoint scores folders of CSV files (jobs/specs/endpoints/batch-*.yml)
       sample_request: sample-request.json
+    monitor:                   # optional; without it every request is collected and judged by Azure's defaults
+      collect: true            # the data collector on the online deployments (and the local server)
+      sampling_rate: 1.0
+      keep_days: 90            # collected data older than this is deleted
+      schedule: monitor.yml    # the monitor (CLI v2 schedule, create_monitor): signals, thresholds, who is told
+      environments: {dev: {enabled: true}, prod: {enabled: true}}
+      demo: {median_income: {scale: 1.5}, ocean_proximity: {value: INLAND, share: 0.3}}
     retrain:                   # optional: a retraining pipeline, and the schedule that submits it in Azure
       pipeline: retrain.yml
       schedule: retrain-schedule.yml
       environments:            # per environment (the stack's `environment` output): on or off, another cron
         dev: {enabled: false}
         prod: {enabled: true}
+      when: drifted            # the pipeline's monitor step gates training (default: always, no gate)
 
 Every problem in a workload file is reported at once, each naming the file and the key.
 """
@@ -35,14 +43,14 @@ import io
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 from urllib.request import urlopen
 
 import yaml
 
-from jobs.flow import FlowError, Job, JobResult
+from jobs.flow import FlowError, Job, JobResult, source_module
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS_DIR = ROOT / "workloads"
@@ -54,6 +62,10 @@ METRICS = {
     "classification": {"AUC_weighted": "maximize", "accuracy": "maximize", "F1": "maximize"},
 }
 ONLINE_KINDS = ("managed", "kubernetes")
+# retrain.when: always trains; drifted trains only when the pipeline's monitor step (GATE_STEP) finds a signal failed
+RETRAIN_WHEN = ("always", "drifted")
+GATE_STEP = "monitor"
+MONITOR_KEYS = ("collect", "sampling_rate", "keep_days", "schedule", "environments", "demo")
 JOB_TYPES = ("command", "sweep", "automl")
 # a workload's name becomes part of Azure names (data assets, jobs, endpoints: `<name>-online-<6 hex>` must
 # fit an online endpoint's 32 characters), so it is short, lower-case and starts with a letter
@@ -83,22 +95,60 @@ class CatalogEntry:
         return self.source.startswith(("https://", "http://"))
 
 
+def schedule_settings(schedule: Path, environments: dict, environment: str) -> dict:
+    """`enabled` (on unless the environment says off) and the cron expression for an environment (the schedule
+    file's unless the environment gives one)."""
+    trigger = (yaml.safe_load(schedule.read_text()) or {}).get("trigger") or {}
+    chosen = {"enabled": True, "cron": trigger.get("expression")}
+    chosen.update(environments.get(environment) or {})
+    return chosen
+
+
 @dataclass(frozen=True)
 class Retrain:
     """A workload's retraining pipeline (CLI v2 `type: pipeline`) and its schedule (CLI v2 schedule YAML), with
-    per-environment overrides of the schedule: `enabled` and `cron`."""
+    per-environment overrides of the schedule: `enabled` and `cron`; `gated`: the pipeline's monitor step decides
+    whether it trains (retrain.when: drifted)."""
 
     pipeline: Path
     schedule: Path
     environments: dict
+    gated: bool = False
 
     def settings(self, environment: str) -> dict:
-        """`enabled` (on unless the environment says off) and the cron expression for an environment (the
-        schedule file's unless the environment gives one)."""
-        trigger = (yaml.safe_load(self.schedule.read_text()) or {}).get("trigger") or {}
-        chosen = {"enabled": True, "cron": trigger.get("expression")}
-        chosen.update(self.environments.get(environment) or {})
-        return chosen
+        return schedule_settings(self.schedule, self.environments, environment)
+
+    def document(self, gated: bool | None = None) -> dict:
+        """The pipeline spec as a mapping, for both targets to load: as written with its drift gate on (`gated`,
+        default the workload's retrain.when), else without the monitor step and the steps' bindings to it, so
+        that nothing reads collected data and every step runs: the pipeline inputs only the gate read go too."""
+        spec = read_mapping(self.pipeline, f"pipeline spec not found: {self.pipeline}")
+        if self.gated if gated is None else gated:
+            return spec
+        jobs = {name: dict(node) for name, node in (spec.get("jobs") or {}).items() if name != GATE_STEP}
+        for node in jobs.values():
+            node["inputs"] = {key: value for key, value in (node.get("inputs") or {}).items()
+                              if f"parent.jobs.{GATE_STEP}." not in str(value)}  # fmt: skip
+        read = str([node["inputs"] for node in jobs.values()])
+        inputs = {name: value for name, value in (spec.get("inputs") or {}).items() if f"parent.inputs.{name}}}" in read}
+        return {**spec, "inputs": inputs, "jobs": jobs}
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """What a workload's online endpoints collect, how long it is kept, and its monitor: the schedule file (CLI v2,
+    create_monitor) holds the signals, thresholds, trigger and who is notified; per-environment `enabled`/`cron`.
+    `demo`: column -> how `monitor --local --demo` drifts it ({scale: F} or {value: V, share: S})."""
+
+    collect: bool = True
+    sampling_rate: float = 1.0
+    keep_days: int | None = None  # None: kept until deleted by hand
+    schedule: Path | None = None
+    environments: dict = field(default_factory=dict)
+    demo: dict = field(default_factory=dict)
+
+    def settings(self, environment: str) -> dict:
+        return schedule_settings(self.schedule, self.environments, environment)
 
 
 @dataclass(frozen=True)
@@ -115,6 +165,7 @@ class Workload:
     sample_request: Path
     batch: bool = False  # served by a batch endpoint too
     retrain: Retrain | None = None
+    monitor: Monitor = Monitor()
 
     @property
     def task(self) -> str:
@@ -171,7 +222,7 @@ def load_workload(folder: Path) -> Workload:
     document = read_mapping(path, f"{folder}: no {WORKLOAD_FILE} (a workload folder declares its workload there)",
                             "a mapping of workload keys", WorkloadError)  # fmt: skip
     problems = _Problems(path)
-    known = {"name", "description", "data", "candidates", "compare", "model", "serve", "retrain"}
+    known = {"name", "description", "data", "candidates", "compare", "model", "serve", "monitor", "retrain"}
     for key in sorted(set(document) - known):
         problems.add(key, f"not a workload key; known: {', '.join(sorted(known))}")
 
@@ -243,6 +294,7 @@ def load_workload(folder: Path) -> Workload:
         except (ValueError, AttributeError) as error:
             problems.add("serve.sample_request", f"{request}: not a JSON request: {error}")
     retrain = _retrain(document.get("retrain"), path.parent, name, data, (metric, goal), model, problems)
+    monitor = _monitor(document.get("monitor"), path.parent, name, data, problems)
     problems.raise_any()
 
     entry = CatalogEntry(name, *(str(data[field]) for field in DATA_FIELDS), member=data.get("member"))
@@ -259,21 +311,24 @@ def load_workload(folder: Path) -> Workload:
         sample_request=request,
         batch=bool(serve.get("batch", False)),
         retrain=retrain,
+        monitor=monitor,
     )
 
 
 def _retrain(section, folder: Path, name: str, data: dict, compare: tuple, model: str, problems: _Problems) -> Retrain | None:
-    """The retrain section, checked: the pipeline trains this workload's data, target, task, metric and model;
-    the schedule submits that pipeline, with a cron and time zone Azure takes (infra/schedules.py)."""
-    from infra.schedules import cron_problem, time_zone_problem
-
+    """The retrain section, checked: the pipeline trains this workload's data, target, task, metric and model (and
+    has the monitor step its gate needs, when `when` is drifted); the schedule submits that pipeline, with a cron and
+    time zone Azure takes."""
     if section is None:
         return None
     if not isinstance(section, dict):
-        problems.add("retrain", "a mapping: pipeline, schedule, environments")
+        problems.add("retrain", "a mapping: pipeline, schedule, environments, when")
         return None
-    for key in sorted(set(section) - {"pipeline", "schedule", "environments"}):
-        problems.add(f"retrain.{key}", "not a retrain key; known: pipeline, schedule, environments")
+    for key in sorted(set(section) - {"pipeline", "schedule", "environments", "when"}):
+        problems.add(f"retrain.{key}", "not a retrain key; known: pipeline, schedule, environments, when")
+    when = section.get("when", "always")
+    if when not in RETRAIN_WHEN:
+        problems.add("retrain.when", f"{when!r}; allowed: {', '.join(RETRAIN_WHEN)}")
     files = {}
     for key in ("pipeline", "schedule"):
         file = folder / str(section.get(key) or "")
@@ -297,23 +352,42 @@ def _retrain(section, folder: Path, name: str, data: dict, compare: tuple, model
         asset = str((inputs.get("data") or {}).get("path", "")) if isinstance(inputs.get("data"), dict) else ""
         if not asset.startswith(f"azureml:{name}@") and not asset.startswith(f"azureml:{name}:"):
             problems.add("retrain.pipeline", f"{section['pipeline']}: inputs.data.path {asset!r} is not the workload's data (azureml:{name}@latest)")
+        if when == "drifted" and GATE_STEP not in (pipeline.get("jobs") or {}):
+            problems.add("retrain.when", f"drifted, but {section['pipeline']} has no {GATE_STEP!r} step (the monitor component) to gate it")
     schedule = files.get("schedule")
     if schedule is not None:
         trigger = schedule.get("trigger") or {}
         if (folder / str(schedule.get("create_job", ""))).resolve() != (folder / str(section.get("pipeline", ""))).resolve():
             problems.add("retrain.schedule", f"{section['schedule']}: create_job {schedule.get('create_job')!r} is not the pipeline {section.get('pipeline')!r}")
-        if trigger.get("type") != "cron":
-            problems.add("retrain.schedule", f"{section['schedule']}: trigger.type {trigger.get('type')!r}; the stage sets cron triggers")
-        elif problem := cron_problem(str(trigger.get("expression", ""))):
-            problems.add("retrain.schedule", f"{section['schedule']}: trigger.expression {problem}")
-        if problem := time_zone_problem(str(trigger.get("time_zone", "UTC"))):
-            problems.add("retrain.schedule", f"{section['schedule']}: trigger.time_zone {problem}")
-    environments = section.get("environments") or {}
+        _check_trigger(trigger, "retrain.schedule", section["schedule"], problems)
+    environments = _environments(section.get("environments"), "retrain", problems)
+    if len(files) < 2:
+        return None
+    return Retrain(folder / section["pipeline"], folder / section["schedule"], environments, gated=when == "drifted")
+
+
+def _check_trigger(trigger: dict, key: str, file_name: str, problems: _Problems) -> None:
+    """A schedule file's trigger: cron, with a cron expression and time zone Azure takes (infra/schedules.py)."""
+    from infra.schedules import cron_problem, time_zone_problem
+
+    if trigger.get("type") != "cron":
+        problems.add(key, f"{file_name}: trigger.type {trigger.get('type')!r}; the stage sets cron triggers")
+    elif problem := cron_problem(str(trigger.get("expression", ""))):
+        problems.add(key, f"{file_name}: trigger.expression {problem}")
+    if problem := time_zone_problem(str(trigger.get("time_zone", "UTC"))):
+        problems.add(key, f"{file_name}: trigger.time_zone {problem}")
+
+
+def _environments(section, prefix: str, problems: _Problems) -> dict:
+    """A schedule's per-environment overrides, checked: {environment: {enabled, cron}}."""
+    from infra.schedules import cron_problem
+
+    environments = section or {}
     if not isinstance(environments, dict):
-        problems.add("retrain.environments", "a mapping: environment name -> {enabled, cron}")
-        environments = {}
+        problems.add(f"{prefix}.environments", "a mapping: environment name -> {enabled, cron}")
+        return {}
     for environment, override in environments.items():
-        key = f"retrain.environments.{environment}"
+        key = f"{prefix}.environments.{environment}"
         if not isinstance(override, dict) or set(override) - {"enabled", "cron"}:
             problems.add(key, f"{override!r}: a mapping of enabled (true/false) and cron")
             continue
@@ -321,9 +395,66 @@ def _retrain(section, folder: Path, name: str, data: dict, compare: tuple, model
             problems.add(f"{key}.enabled", f"{override['enabled']!r}: true or false")
         if "cron" in override and (problem := cron_problem(str(override["cron"]))):
             problems.add(f"{key}.cron", problem)
-    if len(files) < 2:
-        return None
-    return Retrain(folder / section["pipeline"], folder / section["schedule"], environments)
+    return environments
+
+
+def _monitor(section, folder: Path, name: str, data: dict, problems: _Problems) -> Monitor:
+    """The monitor section, checked: collection, retention, the monitor schedule (its signals and thresholds as
+    the monitor reads them, its task and target the workload's) and the demo's drift; absent, the defaults."""
+    spec = source_module("monitor_spec")
+    if section is None:
+        return Monitor()
+    if not isinstance(section, dict):
+        problems.add("monitor", f"a mapping: {', '.join(MONITOR_KEYS)}")
+        return Monitor()
+    for key in sorted(set(section) - set(MONITOR_KEYS)):
+        problems.add(f"monitor.{key}", f"not a monitor key; known: {', '.join(MONITOR_KEYS)}")
+    collect = section.get("collect", True)
+    if not isinstance(collect, bool):
+        problems.add("monitor.collect", f"{collect!r}: true or false")
+    rate = section.get("sampling_rate", 1.0)
+    # the deployment's data_collector.sampling_rate: "a number in range (0.0-1.0)" (azure-ai-ml DataCollectorSchema)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+        problems.add("monitor.sampling_rate", f"{rate!r}: the share of requests collected, above 0 and at most 1")
+    keep = section.get("keep_days")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        problems.add("monitor.keep_days", f"{keep!r}: a whole number of days, at least 1 (or leave it out: kept until deleted)")
+    schedule = None
+    if section.get("schedule") is not None:
+        schedule = folder / str(section["schedule"])
+        if not schedule.is_file():
+            problems.add("monitor.schedule", f"a YAML file in this folder, not found: {schedule}")
+            schedule = None
+    if schedule is not None:
+        try:
+            spec.read_signals(schedule)
+        except spec.SpecError as error:
+            problems.add("monitor.schedule", str(error))
+        document = yaml.safe_load(schedule.read_text()) or {}
+        target = (document.get("create_monitor") or {}).get("monitoring_target") or {}
+        if data.get("task") and target.get("ml_task") != data["task"]:
+            problems.add("monitor.schedule", f"{schedule.name}: monitoring_target.ml_task {target.get('ml_task')!r}, but the workload's task is {data['task']!r}")
+        _check_trigger(document.get("trigger") or {}, "monitor.schedule", schedule.name, problems)
+    environments = _environments(section.get("environments"), "monitor", problems)
+    if environments and schedule is None:
+        problems.add("monitor.environments", "per-environment settings of a monitor with no schedule file (monitor.schedule)")
+    demo = section.get("demo") or {}
+    if not isinstance(demo, dict):
+        problems.add("monitor.demo", "a mapping: column -> {scale: number} or {value: category, share: 0-1}")
+        demo = {}
+    for column, change in demo.items():
+        key = f"monitor.demo.{column}"
+        if column == data.get("target"):
+            problems.add(key, "the target: the demo drifts what the endpoint receives, which has no target")
+        elif not isinstance(change, dict) or set(change) not in ({"scale"}, {"value", "share"}):
+            problems.add(key, f"{change!r}: {{scale: number}} (a number column) or {{value: category, share: 0-1}}")
+        elif "scale" in change and (isinstance(change["scale"], bool) or not isinstance(change["scale"], (int, float))):
+            problems.add(f"{key}.scale", f"{change['scale']!r}: a number")
+        elif "share" in change and (isinstance(change["share"], bool) or not isinstance(change["share"], (int, float)) or not 0 < change["share"] <= 1):
+            problems.add(f"{key}.share", f"{change['share']!r}: the share of rows relabelled, above 0 and at most 1")
+    return Monitor(collect=collect is True, sampling_rate=float(rate) if isinstance(rate, (int, float)) else 1.0,
+                   keep_days=keep if isinstance(keep, int) else None, schedule=schedule, environments=environments,
+                   demo=demo)  # fmt: skip
 
 
 def _check_spec(spec: Path, data: dict, task: str | None) -> str | None:

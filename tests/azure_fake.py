@@ -1,6 +1,6 @@
 """An in-memory Azure ML workspace behind a real `MLClient`: its operations (`workspaces`, `jobs`, `data`,
 `environments`, `models`, `online_endpoints`, `online_deployments`, `compute`, `batch_endpoints`,
-`batch_deployments`) are replaced by fakes that keep state like the service does and record every entity
+`batch_deployments`, `schedules`) are replaced by fakes that keep state like the service does and record every entity
 sent. Optional latencies per operation make it the simulated client of `benchmarks/stage.py`. Failures are
 raised as the SDKs raise them: the HttpResponseError of an ARM client (status and `error.code` parsed from the
 body) or of azure-storage-blob (`error_code`).
@@ -19,7 +19,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from azure.ai.ml import MLClient
-from azure.ai.ml.entities import EndpointAadToken, EndpointAuthKeys, EndpointAuthToken
+from azure.ai.ml.constants._deployment import DEFAULT_MDC_PATH
+from azure.ai.ml.entities import Data, EndpointAadToken, EndpointAuthKeys, EndpointAuthToken, JobSchedule, MonitorSchedule
+from azure.ai.ml.entities._schedule.trigger import TriggerBase
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import StorageErrorCode
@@ -492,8 +494,8 @@ class EndpointOperations:
 
 
 class DeploymentOperations:
-    def __init__(self, sim: Simulation):
-        self.sim = sim
+    def __init__(self, sim: Simulation, data: "AssetOperations"):
+        self.sim, self.data = sim, data
         self.store: dict[tuple[str, str], object] = {}
         self.sent: list = []
         self.deleted: list[tuple[str, str]] = []
@@ -505,6 +507,7 @@ class DeploymentOperations:
 
     def begin_create_or_update(self, deployment):
         self.sim.sleep("online_deployments.create")
+        self._register_collections(deployment)
         with self.lock:
             self.sent.append(copy.copy(deployment))
         if self.kind_of(deployment) in self.sim.failing_deployments:
@@ -514,6 +517,21 @@ class DeploymentOperations:
         with self.lock:
             self.store[(deployment.endpoint_name, deployment.name)] = deployment
         return Poller(deployment)
+
+    def _register_collections(self, deployment) -> None:
+        """What azure-ai-ml does before it sends a deployment with a data collector
+        (OnlineDeploymentOperations._register_collection_data_assets): a uri_folder data asset per collection, named
+        and placed as the collection says, else `<endpoint>-<deployment>-<collection>` under DEFAULT_MDC_PATH, version 1;
+        one that exists already is left as it is."""
+        for name, collection in (deployment.data_collector.collections.items() if deployment.data_collector else ()):
+            data = collection.data
+            asset = Data(name=(data and data.name) or f"{deployment.endpoint_name}-{deployment.name}-{name}",
+                         version=str((data and data.version) or "1"), type="uri_folder",
+                         path=(data and data.path) or f"{DEFAULT_MDC_PATH}/{deployment.endpoint_name}/{deployment.name}/{name}")  # fmt: skip
+            try:
+                self.data.get(asset.name, asset.version)
+            except ResourceNotFoundError:
+                self.data.create_or_update(asset)
 
     def list(self, endpoint_name: str):
         self.sim.sleep("online_deployments.list")
@@ -652,6 +670,40 @@ def _batch_output(folder: Path, classifier: bool) -> str:
     return frame.to_csv(sep=" ", header=False, index=False)
 
 
+class ScheduleOperations:
+    """The workspace's schedules as ARM keeps them: the schedule's REST body as azure-ai-ml sends it, read back
+    through the SDK's own translation with the provisioning state ARM sets. (A job schedule's pipeline is kept as
+    sent: ARM would hold it with its components registered.)"""
+
+    def __init__(self, sim: Simulation):
+        self.sim = sim
+        self.stored, self.writes = {}, []
+
+    def get(self, name: str):
+        self.sim.sleep("schedules.get")
+        if name not in self.stored:
+            raise ResourceNotFoundError(f"schedule {name} not found")
+        body, job = self.stored[name]
+        if job is None:
+            return MonitorSchedule._from_rest_object(body)
+        properties = body.properties
+        return JobSchedule(
+            name=name, trigger=TriggerBase._from_rest_object(properties.trigger), create_job=job,
+            display_name=properties.display_name, description=properties.description, tags=properties.tags,
+            is_enabled=properties.is_enabled, provisioning_state=properties.provisioning_state,
+        )  # fmt: skip
+
+    def begin_create_or_update(self, schedule):
+        self.sim.sleep("schedules.create")
+        if isinstance(schedule, JobSchedule):  # azure-ai-ml validates job schedules only (a monitor's has no schema)
+            schedule._validate(raise_error=True)
+        body = schedule._to_rest_object()
+        body.properties.provisioning_state = "Succeeded"
+        self.stored[schedule.name] = (body, schedule.create_job if isinstance(schedule, JobSchedule) else None)
+        self.writes.append(schedule.name)
+        return Poller(self.get(schedule.name))
+
+
 class FakeWorkspace:
     def __init__(self, sim: Simulation | None = None):
         self.sim = sim or Simulation()
@@ -661,11 +713,12 @@ class FakeWorkspace:
         self.environments = AssetOperations(self.sim, "environments")
         self.models = ModelOperations(self.sim)
         self.jobs = JobOperations(self.sim, self.tracking)
-        self.online_deployments = DeploymentOperations(self.sim)
+        self.online_deployments = DeploymentOperations(self.sim, self.data)
         self.online_endpoints = EndpointOperations(self.sim, self.online_deployments)
         self.compute = ComputeOperations(self.sim)
         self.batch_deployments = BatchDeploymentOperations(self.sim)
         self.batch_endpoints = BatchEndpointOperations(self.sim, self.batch_deployments, self.jobs)
+        self.schedules = ScheduleOperations(self.sim)
 
     def client(self, outputs, credential=None) -> MLClient:
         ml_client = MLClient(
@@ -675,6 +728,6 @@ class FakeWorkspace:
             workspace_name=outputs[keys.WORKSPACE],
         )
         for name in ("workspaces", "jobs", "data", "environments", "models", "online_endpoints", "online_deployments",
-                     "compute", "batch_endpoints", "batch_deployments"):  # fmt: skip
+                     "compute", "batch_endpoints", "batch_deployments", "schedules"):  # fmt: skip
             setattr(ml_client, f"_{name}", getattr(self, name))
         return ml_client

@@ -123,6 +123,19 @@ def repeat(token: str, name: str, new_name: str, **changes: Any) -> Edit:
     return edit
 
 
+def lifecycle_rule_names(*names: str) -> Edit:
+    """Name the retention policy's rules `names` in turn (the last name again for any rule after them)."""
+
+    def edit(items: list[Entry]) -> list[Entry]:
+        index = _only(items, constraints.MANAGEMENT_POLICY, None)
+        props = copy.deepcopy(items[index].props)
+        for number, found in enumerate(props["policy"]["rules"]):
+            found["name"] = names[min(number, len(names) - 1)]
+        return [*items[:index], dataclasses.replace(items[index], props=props), *items[index + 1:]]
+
+    return edit
+
+
 def urn_of(run: StackRun, token: str, name: str | None = None) -> str:
     return run.one(token, name).urn
 
@@ -221,6 +234,8 @@ def cases() -> list[Case]:
         Case("aks-identity-may-join-its-subnet", "prod", drop(lambda e: e.resource.name == "aks-subnet-network"), "no Network Contributor"),
         Case("aks-identity-may-join-its-subnet", "prod", set_input(security.AKS, None, "identity", {"type": "SystemAssigned"}), "user-assigned identity"),
         Case("registry-features-need-premium", "prod", set_input(security.REGISTRY, None, "sku.name", "Standard"), "Premium SKU"),
+        Case("lifecycle-rules-azure-accepts", "dev", lifecycle_rule_names("collected-bank-marketing", "collectedhousing"), "not 1-256 letters and digits"),
+        Case("lifecycle-rules-azure-accepts", "prod", lifecycle_rule_names("collected"), "used 2 times"),
         Case("vnet-avoids-the-docker-bridge", "prod", set_input(security.VIRTUAL_NETWORK, None, "addressSpace.addressPrefixes", ["172.17.0.0/16"]), "Docker bridge"),
         Case(
             "authorized-ranges-not-on-a-private-cluster", "prod",

@@ -60,6 +60,10 @@ _ARM = {
         "workspaceName", lambda i, n: f"/providers/Microsoft.OperationalInsights/workspaces/{n}"),
     "azure-native:applicationinsights:Component": ("resourceName", lambda i, n: f"/providers/Microsoft.Insights/components/{n}"),
     "azure-native:storage:StorageAccount": ("accountName", lambda i, n: f"/providers/Microsoft.Storage/storageAccounts/{n}"),
+    "azure-native:storage:ManagementPolicy": (
+        "managementPolicyName",
+        lambda i, n: f"/providers/Microsoft.Storage/storageAccounts/{i['accountName']}/managementPolicies/{n}",
+    ),
     "azure-native:keyvault:Vault": ("vaultName", lambda i, n: f"/providers/Microsoft.KeyVault/vaults/{n}"),
     "azure-native:keyvault:Secret": (
         "secretName", lambda i, n: f"/providers/Microsoft.KeyVault/vaults/{i['vaultName']}/secrets/{n}"),
@@ -211,6 +215,8 @@ class PlatformMocks(pulumi.runtime.Mocks):
             return {"instrumentationKey": _uuid(arm_id), "connectionString": f"InstrumentationKey={_uuid(arm_id)}"}
         if token in ("azure-native:machinelearningservices:Workspace", "azure-native:machinelearningservices:Compute"):
             computed = {"identity": {**inputs["identity"], **_identity(arm_id)}} if "identity" in inputs else {}
+            if token.endswith(":Workspace"):  # its GUID: the name of its default container, azureml-blobstore-<GUID>
+                computed["workspaceId"] = _uuid(arm_id, "workspace")
             if token.endswith(":Compute") and inputs["properties"]["computeType"] == "ComputeInstance":
                 # a new instance starts: "Running" (GET .../computes/{name}: properties.properties.state)
                 instance = inputs["properties"]

@@ -12,7 +12,7 @@ from infra import outputs as keys
 from jobs import cli
 from jobs.azure import commands as azure_commands, entities
 from jobs.azure.target import AzureTarget
-from jobs.flow import JobResult
+from jobs.flow import COLLECTOR_ROOT, JobResult
 from tests.azure_fake import FakeCredential, FakeWorkspace, Simulation, fake_answer
 from tests.stack_harness import run_stack, stack_output_json
 from tests.test_azure_stage import BANK, HOUSING, OUTPUTS, endpoint
@@ -76,6 +76,40 @@ def test_dry_run_on_the_stack_outputs(stack, gpu, egress, tmp_path, capsys):
     assert deployment["endpoint_name"] == endpoint(HOUSING, "kubernetes", outputs)
     assert deployment["environment"].startswith("azureml:tabular-inference:")
     assert "a-secret-that-must-not-show" not in printed
+    assert_the_production_loop(stack, outputs, documents)
+
+
+def assert_the_production_loop(stack: str, outputs: dict, documents: dict) -> None:
+    """Every online deployment collects its inputs and outputs under a data asset fixed per endpoint; each endpoint
+    has its monitor: Azure's on serverless Spark in a public stack, monitor.py in a scheduled pipeline on the CPU
+    cluster in a private one (serverless Spark cannot run in the stack's own VNet); the retraining pipeline starts
+    with its drift gate."""
+    for workload in (HOUSING, BANK):
+        for kind in workload.online:
+            name = endpoint(workload, kind, outputs)
+            title, deployment = next((t, d) for t, d in documents.items() if t.startswith(f"# {workload.name}: {kind} deployment"))
+            assert title.endswith("collects its inputs and outputs")
+            collector = deployment["data_collector"]
+            assert collector["sampling_rate"] == workload.monitor.sampling_rate
+            assert {c: (v["enabled"], v["data"]["name"], v["data"]["path"]) for c, v in collector["collections"].items()} == {
+                c: ("true", f"{name}-{c}", f"{COLLECTOR_ROOT}/{workload.name}/{name}/{c}") for c in ("model_inputs", "model_outputs")}  # fmt: skip
+            [(monitor_title, monitor)] = [(t, d) for t, d in documents.items() if t.startswith(f"# {workload.name}: monitor of the {kind} endpoint")]
+            assert f"enabled in {stack}" in monitor_title and monitor["name"] == f"{workload.name}-monitor-{kind}"
+            if outputs[keys.NETWORK_ISOLATION] == "private":
+                assert "create_monitor" not in monitor and "mails ml-platform@example.com" in monitor_title
+                step = monitor["create_job"]["jobs"]["monitor"]
+                assert step["inputs"]["mode"] == "alert" and step["inputs"]["production"]["path"] == f"{COLLECTOR_ROOT}/{workload.name}/{name}/"
+                assert monitor["create_job"]["settings"]["default_compute"] == f"azureml:{outputs[keys.CPU_CLUSTER]}"
+            else:
+                definition = monitor["create_monitor"]
+                assert definition["monitoring_target"]["endpoint_deployment_id"] == f"azureml:{name}:{deployment['name']}"
+                assert {s["production_data"]["input_data"]["path"] for s in definition["monitoring_signals"].values()} == {
+                    f"azureml:{name}-model_inputs:1", f"azureml:{name}-model_outputs:1"}  # fmt: skip
+        pipeline = next(d for t, d in documents.items() if t.startswith(f"# {workload.name}: retraining pipeline, gated by drift"))
+        assert pipeline["jobs"]["monitor"]["inputs"]["production"]["path"] == "${{parent.inputs.production}}"
+        assert all(step["inputs"]["decision"]["path"] == "${{parent.jobs.monitor.outputs.decision}}"
+                   for name, step in pipeline["jobs"].items() if name != "monitor")  # fmt: skip
+        assert pipeline["inputs"]["production"]["path"] == f"{COLLECTOR_ROOT}/{workload.name}/"
 
 
 def test_the_dry_run_of_one_workload(tmp_path, capsys):

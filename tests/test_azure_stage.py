@@ -10,6 +10,7 @@ import yaml
 
 from infra import outputs as keys
 from jobs import flow
+from jobs.flow import COLLECTOR_ROOT
 from jobs.azure import assets as azure_assets, entities as azure_entities
 from jobs.azure.rollout import RolloutOptions
 from jobs.azure.target import AzureTarget, connect
@@ -68,9 +69,14 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     summary, lines = run(target)
 
     data = {entity.name: entity for entity in workspace.data.created}
+    # the stage's data, and (registered by azure-ai-ml before a deployment with a data collector is sent) each
+    # online endpoint's collections, under the names and paths the deployments give them
+    collected = {f"{endpoint(w, kind)}-{c}": f"{COLLECTOR_ROOT}/{w.name}/{endpoint(w, kind)}/{c}"
+                 for w in WORKLOADS.values() for kind in w.online for c in ("model_inputs", "model_outputs")}  # fmt: skip
     assert set(data) == {
         f"{key}{suffix}" for key in ("housing", "bank-marketing") for suffix in ("", "-mltable", "-test-mltable")
-    }
+    } | set(collected)
+    assert {name: data[name].path for name in collected} == collected
     assert data["housing"].type == "uri_file" and data["housing-mltable"].type == "mltable"
     environments = {e.name: e for e in workspace.environments.created}
     # the bank winner, an AutoML model, is served in environments built from its own conda file (below)
@@ -127,7 +133,8 @@ def test_run_sends_the_entities_built_from_the_outputs(data_dir):
     assert deployments[bank.name].environment == f"azureml:{online_env.name}:{online_env.version}"
     pip = next(d["pip"] for d in online_env.conda_file["dependencies"] if isinstance(d, dict))
     assert "azureml-train-automl-runtime==1.62.0" in pip and pip.count("inference-schema") == 1
-    assert pip[-1] == "azureml-inference-server-http" and "python=3.10.19" in online_env.conda_file["dependencies"]
+    assert pip[-2:] == ["azureml-inference-server-http", "azureml-ai-monitoring"]  # the server, the data collector's client
+    assert "python=3.10.19" in online_env.conda_file["dependencies"]
     assert online_env.image == azure_assets.MODEL_ENVIRONMENT_IMAGE
     assert deployments[managed.name].environment.startswith("azureml:tabular-inference:")
     assert bank.auth_mode == "key" and deployments[bank.name].app_insights_enabled is True
@@ -469,11 +476,11 @@ def _saved_model(folder, conda, env={"conda": "conda.yaml"}):  # noqa: B006 (rea
     "dependencies, added",
     [
         # no pip section: pip, then one with everything serving needs
-        (["python=3.10"], {"tabular-inference": ["azureml-inference-server-http", "inference-schema"],
+        (["python=3.10"], {"tabular-inference": ["azureml-inference-server-http", "inference-schema", "azureml-ai-monitoring"],
                            "tabular-batch": ["azureml-core", "azureml-dataset-runtime[fuse]"]}),
         # listed already, pinned, by conda or pip, in any spelling: left as the model has it
         (["python=3.10", "azureml_core=1.62.0", {"pip": ["Inference.Schema==1.8", "azureml-dataset-runtime~=1.62"]}],
-         {"tabular-inference": ["azureml-inference-server-http"], "tabular-batch": []}),
+         {"tabular-inference": ["azureml-inference-server-http", "azureml-ai-monitoring"], "tabular-batch": []}),
     ],
 )  # fmt: skip
 def test_a_model_in_its_own_environment_gets_only_what_serving_adds_and_it_lacks(tmp_path, dependencies, added):

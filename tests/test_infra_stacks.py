@@ -397,3 +397,24 @@ def test_environments_differ_where_they_should():
     assert prod.cpu_cluster.max_nodes > dev.cpu_cluster.max_nodes
     assert (dev.protect, prod.protect) == (False, True)
     assert (dev.inference.allow_insecure_connections, prod.inference.allow_insecure_connections) == (True, False)
+
+
+def test_collected_data_is_deleted_after_each_workloads_keep_days(stack):
+    """One lifecycle rule per workload that keeps its collected data for a set time: the blobs under its folder of
+    the data collector in the workspace's default container (azureml-blobstore-<workspace ID>), deleted once older."""
+    from jobs.workloads import load_workloads
+
+    workspace = stack.one(f"{ML}:Workspace").state
+    storage = stack.one("azure-native:storage:StorageAccount").state
+    policy = stack.one("azure-native:storage:ManagementPolicy").inputs
+    assert policy["accountName"] == storage["name"] and policy["managementPolicyName"] == "default"
+    rules = {rule["name"]: rule for rule in policy["policy"]["rules"]}
+    kept = {workload.name: workload.monitor.keep_days for workload in load_workloads() if workload.monitor.keep_days}
+    assert kept and set(rules) == {"collected" + name.replace("-", "") for name in kept}
+    for name, days in kept.items():
+        definition = rules["collected" + name.replace("-", "")]["definition"]
+        assert definition["filters"] == {
+            "blobTypes": ["blockBlob", "appendBlob"],
+            "prefixMatch": [f"azureml-blobstore-{workspace['workspaceId']}/modelDataCollector/{name}/"],
+        }
+        assert definition["actions"] == {"baseBlob": {"delete": {"daysAfterModificationGreaterThan": days}}}

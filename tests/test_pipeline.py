@@ -5,6 +5,7 @@ each schedule in Azure only when something changed."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import shutil
 import sys
@@ -13,10 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from azure.ai.ml import load_component, load_job
-from azure.ai.ml.entities import JobSchedule
-from azure.ai.ml.entities._schedule.trigger import TriggerBase
 from azure.ai.ml.entities._load_functions import load_schedule
-from azure.core.exceptions import ResourceNotFoundError
 
 from infra import outputs as keys
 from jobs import cli
@@ -26,7 +24,7 @@ from jobs.flow import SPECS_DIR, FlowError
 from jobs.local.pipeline import LocalPipelineRunner, PipelineFailed, load_steps, waves
 from jobs.local.target import LocalTarget
 from jobs.workloads import Retrain, WorkloadError, load_workload, load_workloads
-from tests.azure_fake import FakeWorkspace, Poller
+from tests.azure_fake import FakeWorkspace
 from tests.bank_sample import bank_frame
 from tests.test_azure_stage import OUTPUTS
 from tests.test_workloads import copy_of, edit
@@ -54,10 +52,18 @@ def test_every_pipeline_and_schedule_loads_and_validates(workload):
     spec = yaml.safe_load(workload.retrain.pipeline.read_text())
     assert spec["jobs"]["evaluate"]["outputs"]["best"] == "${{parent.outputs.model}}"
     assert spec["jobs"]["register"]["inputs"]["verdict"] == "${{parent.jobs.evaluate.outputs.verdict}}"
-    order = waves(load_steps(workload.retrain.pipeline)[1], workload.retrain.pipeline)
+    # with its drift gate on, the monitor runs first and every other step reads its decision; with it off, neither
+    gated = waves(load_steps(workload.retrain.pipeline, workload.retrain.document(True))[1], workload.retrain.pipeline)
+    assert gated[0] == ["monitor"] and gated[1] == ["validate"] and gated[-2:] == [["evaluate"], ["register"]]
+    assert all(node["inputs"]["decision"] == "${{parent.jobs.monitor.outputs.decision}}"
+               for name, node in spec["jobs"].items() if name != "monitor")  # fmt: skip
+    ungated = workload.retrain.document(False)
+    order = waves(load_steps(workload.retrain.pipeline, ungated)[1], workload.retrain.pipeline)
     assert order[0] == ["validate"] and order[-2:] == [["evaluate"], ["register"]]
+    assert "decision" not in str(ungated["jobs"]) and not {"production", "monitor_spec", "since", "until", "force"} & set(ungated["inputs"])
+    assert load_job(io.StringIO(yaml.safe_dump(ungated)), relative_origin=str(workload.retrain.pipeline))._validate().passed
     # each candidate is retrained and evaluated: the AutoML one on its spec's primary metric
-    training = [step for step in spec["jobs"] if step not in ("validate", "evaluate", "register")]
+    training = [step for step in spec["jobs"] if step not in ("monitor", "validate", "evaluate", "register")]
     bound = [value for name, value in spec["jobs"]["evaluate"]["inputs"].items() if name.startswith("candidate_")]
     assert sorted(bound) == sorted(f"${{{{parent.jobs.{step}.outputs.results}}}}" for step in training)
     automl = next(spec for spec in map(yaml.safe_load, (job.spec.read_text() for job in workload.jobs)) if spec["type"] == "automl")
@@ -222,7 +228,7 @@ def test_the_shipped_pipeline_stops_at_validation_naming_the_column(local_target
     frame_path = data_dir / "bank-marketing.csv"
     frame_path.write_text(frame_path.read_text().replace("balance", "saldo", 1))
     base = ["pipeline", "--local", "--workload", "bank-marketing", "--data-dir", str(data_dir),
-            "--work-dir", str(local_target.work_dir), "--input", "min_rows=40"]  # fmt: skip
+            "--work-dir", str(local_target.work_dir), "--input", "min_rows=40", "--always"]  # fmt: skip
     assert cli.main(base) == 1
     error = capsys.readouterr().err
     assert "step validate failed" in error and "column 'balance' is missing" in error
@@ -314,38 +320,9 @@ def test_evaluate_counts_a_registered_version_it_cannot_load_by_the_metric_it_wa
 # -- Azure: schedules created or updated, idempotently ----------------------------------------------------
 
 
-class FakeSchedules:
-    """The workspace's schedules as ARM keeps them: the schedule's REST body as azure-ai-ml sends it, its
-    trigger, tags and state read back through the SDK's own translation, with the provisioning state ARM
-    sets. (The pipeline it submits is kept as sent: ARM would hold it with its components registered.)"""
-
-    def __init__(self):
-        self.stored, self.writes = {}, []
-
-    def get(self, name: str):
-        if name not in self.stored:
-            raise ResourceNotFoundError(f"schedule {name} not found")
-        body, job = self.stored[name]
-        properties = body.properties
-        return JobSchedule(
-            name=name, trigger=TriggerBase._from_rest_object(properties.trigger), create_job=job,
-            display_name=properties.display_name, description=properties.description, tags=properties.tags,
-            is_enabled=properties.is_enabled, provisioning_state=properties.provisioning_state,
-        )  # fmt: skip
-
-    def begin_create_or_update(self, schedule):
-        schedule._validate(raise_error=True)
-        body = schedule._to_rest_object()
-        body.properties.provisioning_state = "Succeeded"
-        self.stored[schedule.name] = (body, schedule.create_job)
-        self.writes.append(schedule.name)
-        return Poller(self.get(schedule.name))
-
-
 def azure_target(outputs, data_dir) -> AzureTarget:
     workspace = FakeWorkspace()
     ml_client = workspace.client(outputs)
-    ml_client._schedules = FakeSchedules()
     return AzureTarget(ml_client, outputs, workspace.tracking, data_dir, poll_seconds=0.002)
 
 
@@ -378,8 +355,8 @@ def test_the_dry_run_prints_the_pipeline_schedule_and_batch_entities_for_each_en
         assert cli.main(["run", "--outputs", str(outputs), "--dry-run", "--workload", "housing"]) == 0
         printed = capsys.readouterr().out
         documents = {doc.split("\n", 1)[0]: yaml.safe_load(doc) for doc in printed.split("---\n")[1:]}
-        pipeline = documents["# housing: retraining pipeline (no gpu_cluster_name output (GPU cluster off in this stack): housing-retrain step mlp runs on the CPU cluster cpu-from-outputs)"]
-        assert pipeline["type"] == "pipeline" and set(pipeline["jobs"]) == {"validate", "lightgbm", "mlp", "automl", "evaluate", "register"}
+        pipeline = documents["# housing: retraining pipeline, gated by drift (retrain.when: drifted) (no gpu_cluster_name output (GPU cluster off in this stack): housing-retrain step mlp runs on the CPU cluster cpu-from-outputs)"]
+        assert pipeline["type"] == "pipeline" and set(pipeline["jobs"]) == {"monitor", "validate", "lightgbm", "mlp", "automl", "evaluate", "register"}
         schedule = documents[f"# housing: retraining schedule, {state} in {environment}"]
         assert schedule["is_enabled"] is (state == "enabled") and schedule["trigger"]["expression"] == "0 3 * * 1"
         endpoint = documents["# housing: batch endpoint"]

@@ -8,9 +8,7 @@ versions stay the same.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -22,11 +20,11 @@ from azure.ai.ml import load_environment
 from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Data, Environment
 
+from jobs.flow import source_module
 from jobs.workloads import Workload, locate_data
 
 JOBS_DIR = Path(__file__).parent.parent
 ENVIRONMENTS_DIR = JOBS_DIR / "specs" / "environments"
-CODE_DIR = JOBS_DIR / "src"
 # downloaded sources and the MLTable folders built from them (git-ignored)
 WORK_DIR = JOBS_DIR.parent / ".local" / "azure-assets"
 VERSION_CHARS = 12
@@ -53,13 +51,9 @@ def digest_text(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-@functools.cache
 def tabular():
     """The training code's shared module (jobs/src/tabular.py): the one definition of the held-out split."""
-    spec = importlib.util.spec_from_file_location("tabular", CODE_DIR / "tabular.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return source_module("tabular")
 
 
 @dataclass(frozen=True)
@@ -151,7 +145,8 @@ def environment_assets() -> list[Asset]:
 # Unpinned: pip picks what fits the model's own pins (AutoML's azureml-defaults pins the server to ~=1.4).
 MODEL_ENVIRONMENT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 SERVING_PACKAGES = {
-    "tabular-inference": ("azureml-inference-server-http", "inference-schema"),
+    # azureml-ai-monitoring: score.py's data collector client (the model's inputs and outputs)
+    "tabular-inference": ("azureml-inference-server-http", "inference-schema", "azureml-ai-monitoring"),
     "tabular-batch": ("azureml-core", "azureml-dataset-runtime[fuse]"),
 }
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Mapping
 
 import yaml
-from azure.ai.ml.entities import EndpointAuthKeys
+from azure.ai.ml.entities import EndpointAuthKeys, JobSchedule
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from infra import outputs as keys
 from jobs import flow, stack_outputs
-from jobs.azure import assets, batch, entities
+from jobs.azure import assets, batch, entities, monitoring
 from jobs.azure.credentials import first_line
 from jobs.azure.target import AzureTarget, WorkspaceMlflow, connect
 from jobs.flow import Endpoint, FlowError, JobResult, RegisteredModel, Report
@@ -55,7 +55,8 @@ def dry_run(outputs: Mapping[str, str | None], workloads: list[Workload], data_d
             documents.append((f"job {job.key}" + (f" ({built.note})" if built.note else ""), built.entity))
         if workload.retrain:
             built = entities.build_pipeline(workload, outputs, registered)
-            documents.append((f"{workload.name}: retraining pipeline" + (f" ({built.note})" if built.note else ""), built.entity))
+            gate = "gated by drift (retrain.when: drifted)" if workload.retrain.gated else "no drift gate (retrain.when: always)"
+            documents.append((f"{workload.name}: retraining pipeline, {gate}" + (f" ({built.note})" if built.note else ""), built.entity))
             schedule, _ = entities.schedule_entity(workload, outputs, registered)
             state = "enabled" if schedule.is_enabled else "disabled"
             documents.append((f"{workload.name}: retraining schedule, {state} in {outputs[keys.ENVIRONMENT]}", schedule))
@@ -72,7 +73,11 @@ def dry_run(outputs: Mapping[str, str | None], workloads: list[Workload], data_d
         for kind in workload.online:
             documents.append((f"{workload.name}: {kind} online endpoint", entities.endpoint_entity(workload, kind, outputs)))
             deployment = entities.deployment_entity(workload, kind, outputs, model, registered)
-            documents.append((f"{workload.name}: {kind} deployment: created at 0%, smoke-tested, then 100%", deployment))
+            collecting = "collects its inputs and outputs" if deployment.data_collector else "collects nothing (monitor.collect: false)"
+            documents.append((f"{workload.name}: {kind} deployment: created at 0%, smoke-tested, then 100%; {collecting}", deployment))
+            if workload.monitor.schedule:
+                monitor, _ = monitoring.monitor_entity(workload, kind, outputs, registered, deployment.name)
+                documents.append((f"{workload.name}: monitor of the {kind} endpoint, {_state(monitor, outputs)}", monitor))
         if workload.batch:
             documents += batch.dry_run_documents(workload, outputs, registered, model)
     unresolved = [a.name for a in data if a.digest == assets.UNRESOLVED]
@@ -80,6 +85,15 @@ def dry_run(outputs: Mapping[str, str | None], workloads: list[Workload], data_d
     if unresolved:
         header += f"# not on this machine (pass --data-dir), so shown with placeholder versions: {', '.join(unresolved)}\n"
     return header + "".join(f"---\n# {title}\n{to_yaml(entity)}" for title, entity in documents)
+
+
+def _state(schedule, outputs: Mapping[str, str | None]) -> str:
+    """What a monitor schedule is, for the dry run and the log: on or off in the environment, and where it runs."""
+    state = f"{'enabled' if schedule.is_enabled else 'disabled'} in {outputs[keys.ENVIRONMENT]}"
+    if isinstance(schedule, JobSchedule):
+        emails = ", ".join(schedule.create_job.emails) or "nobody"
+        return f"{state}: monitor.py in a scheduled pipeline on the CPU cluster (a failed signal fails it and mails {emails})"
+    return f"{state}: Azure ML model monitoring on serverless Spark"
 
 
 def target(outputs: Mapping[str, str | None], data_dir: Path | None = None) -> AzureTarget:
@@ -142,39 +156,66 @@ def retrained(workloads: list[Workload]) -> list[Workload]:
 
 
 def schedule(azure: AzureTarget, workloads: list[Workload], report: Report = print) -> dict[str, str]:
-    """Create or update each workload's retraining schedule for the stack's environment; one whose digest
-    (pipeline, data version, cron, time zone, on/off) is the live schedule's is left as it is. Returns what
-    happened to each schedule, by name."""
-    workloads = retrained(workloads)
+    """Create or update each workload's retraining schedule and the monitor of each of its online endpoints, for
+    the stack's environment; one whose digest (what it runs, its data versions, cron, time zone, on/off) is the live
+    schedule's is left as it is. A monitor watches its endpoint's live deployment, so an endpoint not created yet
+    has none (the next run after `run` or `deploy` creates it). Returns what happened to each schedule, by name."""
+    workloads = [workload for workload in workloads if workload.retrain or workload.monitor.schedule]
+    if not workloads:
+        raise FlowError("no workload declares a retraining pipeline or a monitor (workload.yml: retrain, monitor.schedule)")
     environment = azure.outputs[keys.ENVIRONMENT]
-    azure.prepare(workloads, flow.stamped(report, "assets"))  # the data versions the pipelines read
+    azure.prepare(workloads, flow.stamped(report, "assets"))  # the data versions the pipelines and monitors read
     done = {}
     for workload in workloads:
-        wanted, digest = entities.schedule_entity(workload, azure.outputs, azure.assets)
-        state = "enabled" if wanted.is_enabled else "disabled"
-        try:
-            live = azure.ml_client.schedules.get(wanted.name)
-        except ResourceNotFoundError:
-            live = None
-        if live is not None and (live.tags or {}).get("digest") == digest and live.is_enabled == wanted.is_enabled:
-            done[wanted.name] = "unchanged"
-        else:
-            # submitting resolves the pipeline's components and uploads their code, as a job does
-            azure.uploading(lambda: azure.ml_client.schedules.begin_create_or_update(wanted).result(), report)
-            done[wanted.name] = "created" if live is None else "updated"
-        report(f"{workload.name}: schedule {wanted.name} {done[wanted.name]} ({state} in {environment}; cron "
-               f"{wanted.trigger.expression!r} {wanted.trigger.time_zone})")  # fmt: skip
+        wanted = []
+        if workload.retrain:
+            wanted.append(("retraining", *entities.schedule_entity(workload, azure.outputs, azure.assets)))
+        for kind in workload.online if workload.monitor.schedule else ():
+            deployment = _live_deployment(azure, workload, kind)
+            if deployment is None:
+                report(f"{workload.name}: no monitor of the {kind} endpoint yet: it serves no deployment (`run` or `deploy` first)")
+                continue
+            monitor, digest = monitoring.monitor_entity(workload, kind, azure.outputs, azure.assets, deployment)
+            wanted.append((f"{kind} endpoint monitor", monitor, digest))
+        for what, entity, digest in wanted:
+            done[entity.name] = _apply_schedule(azure, entity, digest, report)
+            report(f"{workload.name}: {what} schedule {entity.name} {done[entity.name]} ({'enabled' if entity.is_enabled else 'disabled'} "
+                   f"in {environment}; cron {entity.trigger.expression!r} {entity.trigger.time_zone})")  # fmt: skip
     return done
 
 
-def run_pipeline(azure: AzureTarget, workloads: list[Workload], report: Report = print) -> list[JobResult]:
-    """Submit each workload's retraining pipeline now (an unchanged one already run is reused) and wait for
-    it; a failed pipeline is reported with its log."""
+def _live_deployment(azure: AzureTarget, workload: Workload, kind: str) -> str | None:
+    """The deployment the workload's `kind` endpoint sends its traffic to, or None when there is none yet."""
+    try:
+        traffic = azure.ml_client.online_endpoints.get(entities.endpoint_name(workload, kind, azure.outputs)).traffic or {}
+    except ResourceNotFoundError:
+        return None
+    serving = {name: share for name, share in traffic.items() if share}
+    return max(serving, key=serving.get) if serving else None
+
+
+def _apply_schedule(azure: AzureTarget, wanted, digest: str, report: Report) -> str:
+    """Create or update a schedule unless the live one has the same digest and state: created, updated or unchanged."""
+    try:
+        live = azure.ml_client.schedules.get(wanted.name)
+    except ResourceNotFoundError:
+        live = None
+    if live is not None and (live.tags or {}).get("digest") == digest and live.is_enabled == wanted.is_enabled:
+        return "unchanged"
+    # submitting resolves a pipeline's components and uploads their code (and a monitor's data references), as a job does
+    azure.uploading(lambda: azure.ml_client.schedules.begin_create_or_update(wanted).result(), report)
+    return "created" if live is None else "updated"
+
+
+def run_pipeline(azure: AzureTarget, workloads: list[Workload], report: Report = print,
+                 gated: bool | None = None) -> list[JobResult]:  # fmt: skip
+    """Submit each workload's retraining pipeline now (an unchanged one already run is reused), with its drift gate
+    or without (`gated`, default: its retrain.when), and wait for it; a failed pipeline is reported with its log."""
     workloads = retrained(workloads)
     azure.prepare(workloads, flow.stamped(report, "assets"))
     results = []
     for workload in workloads:
-        built = entities.build_pipeline(workload, azure.outputs, azure.assets)
+        built = entities.build_pipeline(workload, azure.outputs, azure.assets, gated)
         stamped = flow.stamped(report, built.job.key)
         if built.note:
             stamped(built.note)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+import yaml
 
 from azure.ai.ml import load_job, load_online_deployment, load_online_endpoint
 from azure.ai.ml.constants import AssetTypes
@@ -32,14 +35,17 @@ from azure.ai.ml.entities import (
     PipelineJob,
 )
 
+from azure.ai.ml.entities._deployment.data_asset import DataAsset
+
 # azure-ai-ml exports no load_schedule; `az ml schedule create` loads the YAML with this same function
 # (azure-cli-extensions, src/machinelearningservices/azext_mlv2/manual/custom/schedule.py)
+from azure.ai.ml.entities._deployment.data_asset import DataAsset
 from azure.ai.ml.entities._load_functions import load_schedule
 
 from infra import outputs as keys
 from infra.naming import ENDPOINT_RULE
-from jobs.azure.assets import Asset, digest_folder, digest_text
-from jobs.flow import SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
+from jobs.azure.assets import Asset, digest_files, digest_folder, digest_text
+from jobs.flow import COLLECTOR_ROOT, SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
 from jobs.workloads import Workload
 
 ENDPOINTS_DIR = SPECS_DIR / "endpoints"
@@ -150,14 +156,20 @@ def build_job(job: Job, outputs: Mapping[str, str | None], assets: Mapping[str, 
     return BuiltJob(job, entity, note)
 
 
-def build_pipeline(workload: Workload, outputs: Mapping[str, str | None], assets: Mapping[str, Asset]) -> BuiltJob:
-    """The workload's retraining pipeline: each step on the compute the stack outputs name (the pipeline's
-    default compute for steps that name none), our assets pinned, and named after everything that
-    determines its result, as build_job names a job."""
+def build_pipeline(workload: Workload, outputs: Mapping[str, str | None], assets: Mapping[str, Asset],
+                   gated: bool | None = None) -> BuiltJob:  # fmt: skip
+    """The workload's retraining pipeline, with its drift gate or without (`gated`, default: its retrain.when):
+    each step on the compute the stack outputs name (the pipeline's default compute for steps that name none),
+    our assets pinned, and named after everything that determines its result, as build_job names a job."""
     pipeline_file = workload.retrain.pipeline
-    entity: PipelineJob = load_job(pipeline_file)
+    document = yaml.safe_dump(workload.retrain.document(gated), sort_keys=False)
+    entity: PipelineJob = load_job(io.StringIO(document), relative_origin=str(pipeline_file))
     job = Job(workload.name, f"{workload.name}-retrain", pipeline_file)
-    notes, references, digests = [], [], [pipeline_file.read_text()]
+    notes, references, digests = [], [], [document]
+    for value in (entity.inputs or {}).values():  # a file beside the pipeline is uploaded as an input (the monitor's)
+        path = _path(value)
+        if isinstance(path, str) and ":" not in path and (pipeline_file.parent / path).is_file():
+            digests.append(digest_files([pipeline_file.parent / path]))
     default = entity.settings.default_compute
     for name, step in entity.jobs.items():
         step.compute, note = compute_for(job, step.compute or default, outputs)
@@ -278,7 +290,8 @@ def deployment_entity(
             deployment.egress_public_network_access = PRIVATE_EGRESS
     if isinstance(deployment, KubernetesOnlineDeployment):
         deployment.instance_type = outputs[keys.KUBERNETES_INSTANCE_TYPE]
-    served = [str(deployment.instance_type)]
+    collect(deployment, workload)
+    served = [str(deployment.instance_type), str(deployment.data_collector and deployment.data_collector._to_dict())]
     if getattr(deployment, "egress_public_network_access", None):
         # egress cannot change on an existing deployment ("You cannot update (enable or disable) the
         # egress_public_network_access flag after creating the deployment", how-to-secure-online-endpoint),
@@ -286,6 +299,35 @@ def deployment_entity(
         served.append(f"egress={deployment.egress_public_network_access}")
     name_after_served(deployment, spec, model, *served)
     return deployment
+
+
+def collected_asset(endpoint: str, collection: str) -> str:
+    """The data asset of one endpoint's collection: fixed per endpoint, whichever deployment serves."""
+    return f"{endpoint}-{collection}"
+
+
+def collected_path(workload: Workload, endpoint: str, collection: str | None = None) -> str:
+    """Where an endpoint's collected data lives: COLLECTOR_ROOT/<workload>/<endpoint>[/<collection>]. Under the
+    workload, so that its retraining gate (retrain.yml's `production`) reads all its endpoints at once."""
+    return "/".join((COLLECTOR_ROOT, workload.name, endpoint, *([collection] if collection else [])))
+
+
+def collect(deployment: OnlineDeployment, workload: Workload) -> None:
+    """The spec's data collector as the workload wants it: none when monitor.collect is off; else its sampling
+    rate, and for each collection a data asset name and path fixed per endpoint. Azure would otherwise register
+    `<endpoint>-<deployment>-<collection>` at `.../<endpoint>/<deployment>/<collection>` (azure-ai-ml
+    OnlineDeploymentOperations._register_collection_data_assets), new on every rollout, as deployments are
+    renamed. Version "1": the SDK registers that version once and tolerates it existing."""
+    collector = deployment.data_collector
+    if collector is None:
+        return
+    if not workload.monitor.collect:
+        deployment.data_collector = None
+        return
+    collector.sampling_rate = workload.monitor.sampling_rate
+    for name, collection in collector.collections.items():
+        collection.data = DataAsset(name=collected_asset(deployment.endpoint_name, name),
+                                    path=collected_path(workload, deployment.endpoint_name, name), version="1")  # fmt: skip
 
 
 def name_after_served(deployment, spec: Path, model: RegisteredModel, *served: str) -> None:

@@ -22,12 +22,10 @@ What maps (spec key -> automl.py option -> FLAML):
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from functools import cache
 from pathlib import Path
 
-MAPPING = Path(__file__).resolve().parents[1] / "src" / "automl_mapping.py"
+from jobs.flow import source_module
 
 # Azure ML's defaults where a spec leaves a setting out (azure-ai-ml AutoML job and limit settings)
 AZURE_TIMEOUT_MINUTES = 6 * 24 * 60  # an AutoML experiment times out after 6 days
@@ -83,14 +81,10 @@ class SpecError(ValueError):
     """The spec cannot run locally; the message names the file and the key."""
 
 
-@cache
 def automl_mapping():
     """jobs/src/automl_mapping.py: automl.py's mapping tables and checks (standard library only, so the flow's
     process does not load what automl.py trains with)."""
-    spec = importlib.util.spec_from_file_location("jobs_src_automl_mapping", MAPPING)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return source_module("automl_mapping")
 
 
 def command_for(

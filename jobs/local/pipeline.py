@@ -67,10 +67,10 @@ def _load(path: Path, what: str) -> dict:
     return read_mapping(path, f"{what} not found: {path}")
 
 
-def load_steps(pipeline_file: Path) -> tuple[dict, dict[str, Step]]:
-    """The pipeline spec and its steps, each with its component and the steps it waits for; a binding to a
-    step, an input or an output that does not exist is an error naming the step and the key."""
-    spec = _load(pipeline_file, "pipeline spec")
+def load_steps(pipeline_file: Path, spec: dict | None = None) -> tuple[dict, dict[str, Step]]:
+    """The pipeline spec (the file's, unless given) and its steps, each with its component and the steps it waits
+    for; a binding to a step, an input or an output that does not exist is an error naming the step and the key."""
+    spec = spec if spec is not None else _load(pipeline_file, "pipeline spec")
     if spec.get("type") != "pipeline":
         raise FlowError(f"{pipeline_file}: type {spec.get('type')!r}, not pipeline")
     nodes = spec.get("jobs") or {}
@@ -128,13 +128,14 @@ class LocalPipelineRunner:
     def __init__(self, target):
         self.target = target  # a jobs.local.target.LocalTarget, prepared for the workload
 
-    def run(self, workload: Workload, report: Report, overrides: dict[str, str] | None = None) -> PipelineRun:
+    def run(self, workload: Workload, report: Report, overrides: dict[str, str] | None = None,
+            gated: bool | None = None) -> PipelineRun:  # fmt: skip
         """Run the pipeline; `overrides` replace pipeline inputs by name (as `az ml job create --set
-        inputs.NAME=VALUE` does)."""
+        inputs.NAME=VALUE` does); `gated` turns its drift gate on or off (default: the workload's retrain.when)."""
         if workload.retrain is None:
             raise FlowError(f"workload {workload.name} declares no retraining pipeline ({workload.file}: retrain)")
         pipeline_file = workload.retrain.pipeline
-        spec, steps = load_steps(pipeline_file)
+        spec, steps = load_steps(pipeline_file, workload.retrain.document(gated))
         order = waves(steps, pipeline_file)
         parent_inputs = self._parent_inputs(spec, pipeline_file)
         unknown = sorted(set(overrides or {}) - set(parent_inputs))
@@ -177,7 +178,7 @@ class LocalPipelineRunner:
         for name, value in (spec.get("inputs") or {}).items():
             if isinstance(value, dict):
                 try:
-                    values[name] = str(self.target._inputs({"inputs": {name: value}})[name])
+                    values[name] = str(self.target._inputs({"inputs": {name: value}}, pipeline_file.parent)[name])
                 except FlowError as error:
                     raise FlowError(f"{pipeline_file}: inputs.{name}: {error}") from None
             else:

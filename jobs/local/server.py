@@ -1,5 +1,6 @@
 """A scoring script under the Azure ML inference server (azmlinfsrv) on 127.0.0.1, and the HTTP client that
-calls it: the local target's online endpoint."""
+calls it: the local target's online endpoint. With a data collector (jobs/local/collector.py), the server's
+score.py logs its inputs and outputs there, as an Azure deployment's does to its data collector sidecar."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
 
 from jobs.flow import SPECS_DIR, FlowError
+
+if TYPE_CHECKING:
+    from jobs.local.collector import LocalCollector
 
 SCORING_SCRIPT = SPECS_DIR.parent / "src" / "score.py"
 LOG_TAIL_LINES = 25
@@ -24,20 +29,35 @@ LAUNCH_SERVER = (
     "import sys; from azureml_inference_server_http import amlserver; "
     "amlserver.DEFAULT_HOST = '127.0.0.1'; sys.argv[0] = 'azmlinfsrv'; amlserver.run()"
 )
+# what azureml-ai-monitoring's client reads (AZUREML_MDC_CONFIG_PATH, _HOST, _PORT, _ENABLED, ...): the server
+# gets these from its collector only, never from the caller's own environment
+COLLECTOR_VARIABLES = "AZUREML_MDC_"
 
 
 class LocalServer:
-    """A scoring script (score.py unless told) under azmlinfsrv on 127.0.0.1, in its own process group."""
+    """A scoring script (score.py unless told) under azmlinfsrv on 127.0.0.1, in its own process group.
 
-    def __init__(self, model_dir: Path, port: int, log_path: Path, workers: int, script: Path = SCORING_SCRIPT):
+    `collector`: a started jobs.local.collector.LocalCollector (or the environment it gives): the server's
+    score.py then collects its inputs and outputs there; without one, collection is off. The caller owns the
+    collector: stop() leaves it running."""
+
+    def __init__(self, model_dir: Path, port: int, log_path: Path, workers: int, script: Path = SCORING_SCRIPT,
+                 collector: LocalCollector | Mapping[str, str] | None = None):  # fmt: skip
         self.model_dir, self.port, self.log_path, self.workers = model_dir, port or free_port(), log_path, workers
         self.script = Path(script).resolve()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        environment = collector.environment() if hasattr(collector, "environment") else (collector or {})
+        unknown = sorted(name for name in environment if not name.startswith(COLLECTOR_VARIABLES))
+        if unknown:
+            raise FlowError(f"the collector's environment has variables that are not {COLLECTOR_VARIABLES}*: {unknown}")
+        self.collector_environment = dict(environment)
 
     def start(self) -> "LocalServer":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "WORKER_COUNT": str(self.workers), "AML_APP_ROOT": str(self.script.parent)}
+        inherited = {name: value for name, value in os.environ.items() if not name.startswith(COLLECTOR_VARIABLES)}
+        env = {**inherited, "WORKER_COUNT": str(self.workers), "AML_APP_ROOT": str(self.script.parent),
+               **self.collector_environment}  # fmt: skip
         command = [sys.executable, "-c", LAUNCH_SERVER, "--entry_script", str(self.script),
                    "--model_dir", str(self.model_dir), "--port", str(self.port)]  # fmt: skip
         with self.log_path.open("w") as log:

@@ -13,7 +13,8 @@ Azure.
   trials by the spec's bandit policy on the metric they log every epoch, and pick the best trial by the
   spec's objective.
 - Each workload's registered model is served with score.py by the Azure ML inference server (azmlinfsrv)
-  on 127.0.0.1, as a managed online deployment would serve it.
+  on 127.0.0.1, as a managed online deployment would serve it, and collects what it receives and answers
+  (jobs/local/collector.py) into <work dir>/collected/<workload>/, as Azure's data collector does.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from typing import Callable
 import yaml
 
 from jobs.batch import BatchSummary, input_files
-from jobs.flow import SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, model_folder
+from jobs.flow import COLLECTOR_ROOT, SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, model_folder
+from jobs.local.collector import Collection, LocalCollector
 from jobs.local.server import LocalServer, invoke, tail
 from jobs.local.specs import Bandit, render, sample
 from jobs.workloads import CatalogEntry, Workload, catalog, locate_data
@@ -103,12 +105,18 @@ class LocalTarget:
         self.catalog: dict[str, CatalogEntry] = {}
         self.data_files: dict[str, Path] = {}
         self.servers: dict[str, LocalServer] = {}  # by endpoint name
+        self.collectors: dict[str, LocalCollector] = {}  # by endpoint name: what each server's score.py collects into
         self.held_slots: set[str] = set()  # endpoints whose server holds a training slot until released
         self._taking_slots = threading.Lock()  # one taker of several slots at a time: two could deadlock
         self._client = None
         self._best_trials: dict[str, str] = {}
 
     # -- MLflow ---------------------------------------------------------------------------------------
+
+    @property
+    def collected_dir(self) -> Path:
+        """What the served models collect: the local stand-in for Azure's data collector folder (COLLECTOR_ROOT)."""
+        return self.work_dir / "collected"
 
     @property
     def tracking_uri(self) -> str:
@@ -193,9 +201,16 @@ class LocalTarget:
     def deploy(self, workload: Workload, model: RegisteredModel, report: Report) -> list[Endpoint]:
         model_dir = self.model_dir(model)
         log_path = self.work_dir / "logs" / f"server-{model.name}-{model.version}.log"
-        server = LocalServer(model_dir, self.port, log_path, self.workers)
+        name = f"local-{workload.name}"
+        collector = None
+        if workload.monitor.collect:
+            collection = Collection(self.collected_dir / workload.name, name, f"v{model.version}",
+                                    workload.monitor.sampling_rate, workload.monitor.keep_days)  # fmt: skip
+            collector = self.collectors[name] = LocalCollector(collection, report).start()
+            report(f"collecting its inputs and outputs into {collection.folder}")
+        server = LocalServer(model_dir, self.port, log_path, self.workers, collector=collector)
         report(f"starting azmlinfsrv with score.py for {model.name}:{model.version} (log: {log_path})")
-        endpoint = Endpoint(f"local-{workload.name}", "local", f"{server.url}/score", f"{server.url}/swagger.json")
+        endpoint = Endpoint(name, "local", f"{server.url}/score", f"{server.url}/swagger.json")
         if not self.keep_serving:
             # a server that is released once its answer is checked takes a training process's place
             # meanwhile: it holds as much memory as one, and the run's peak is the processes at once
@@ -216,9 +231,15 @@ class LocalTarget:
         if self.keep_serving:
             return
         for endpoint in endpoints:
-            if server := self.servers.pop(endpoint.name, None):
-                server.stop()
-            self._free_slot(endpoint.name)
+            self._stop(endpoint.name)
+
+    def _stop(self, endpoint: str) -> None:
+        """Stop an endpoint's server, then its collector (which takes what the server's client still sends)."""
+        if server := self.servers.pop(endpoint, None):
+            server.stop()
+        if collector := self.collectors.pop(endpoint, None):
+            collector.close()
+        self._free_slot(endpoint)
 
     def _free_slot(self, endpoint: str) -> None:
         if endpoint in self.held_slots:
@@ -273,9 +294,8 @@ class LocalTarget:
         return RegisteredModel(version.name, str(version.version), workload.metric, value, version.tags.get("source_run", ""))
 
     def close(self) -> None:
-        for name in list(self.servers):
-            self.servers.pop(name).stop()
-            self._free_slot(name)
+        for name in list(self.servers) + list(self.collectors):
+            self._stop(name)
 
     # -- data -----------------------------------------------------------------------------------------
 
@@ -303,14 +323,22 @@ class LocalTarget:
             raise FlowError(f"data {key!r} was not prepared: run the workload through the flow (prepare first)")
         return self.data_files[key]
 
-    def _inputs(self, spec: dict) -> dict[str, str]:
+    def _inputs(self, spec: dict, folder: Path | None = None) -> dict[str, str]:
+        """A spec's inputs as local values: a data asset is its workload's data file; the online endpoints' collected
+        data (Azure's data collector folder) is this target's; a relative path is a file beside the spec (`folder`)."""
         values = {}
         for name, value in (spec.get("inputs") or {}).items():
             if isinstance(value, dict):
                 path = str(value.get("path", ""))
-                if not path.startswith("azureml:"):
-                    raise FlowError(f"input {name}: only data asset references (azureml:NAME) run locally, not {path!r}")
-                values[name] = str(self._data_file(self._data_assets({"inputs": {name: value}})[0]))
+                if path.startswith(COLLECTOR_ROOT + "/"):
+                    values[name] = str(self.collected_dir / path.removeprefix(COLLECTOR_ROOT + "/"))
+                elif folder is not None and path and ":" not in path:
+                    values[name] = str((folder / path).resolve())
+                elif not path.startswith("azureml:"):
+                    raise FlowError(f"input {name}: only data asset references (azureml:NAME), the data collector's folder "
+                                    f"({COLLECTOR_ROOT}/...) and files beside the spec run locally, not {path!r}")  # fmt: skip
+                else:
+                    values[name] = str(self._data_file(self._data_assets({"inputs": {name: value}})[0]))
             else:
                 values[name] = str(value)
         return values

@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         tabular.write_results(args.output, metrics)
         tabular.save_model(pipeline, args.output, args.task, x_train.head(5), [tabular.__file__, __file__, MAPPING_FILE],
-                           TRUSTED_TYPES, requirements(pipeline))  # fmt: skip
+                           TRUSTED_TYPES, requirements(pipeline), target=args.target)  # fmt: skip
     print(
         f"best {automl.best_estimator} of {len(records)} trial(s) -> model {'+'.join(chosen)}; held-out "
         + " ".join(f"{name}={value:.6g}" for name, value in metrics.items())

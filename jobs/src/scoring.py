@@ -1,16 +1,20 @@
 """What the scoring scripts share (score.py online, batch_score.py in batch): the model found under
-AZUREML_MODEL_DIR, its input columns from the MLflow signature, the checks on a request's records, and
-the Scorer that predicts, on a fast path proven exact for the models train.py saves.
+AZUREML_MODEL_DIR, its input columns from the MLflow signature, the checks on a request's records, the
+Scorer that predicts, on a fast path proven exact for the models train.py saves, and (online) the data
+collection of the model's inputs and outputs.
 
 Not named tabular.py: each model carries its own copy of that module in its `code_paths`.
 """
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +81,8 @@ class Schema:
         )
         self.classes: list | None = list(saved["classes"]) if saved.get("classes") else None
         self.classifier = saved.get("task") == "classification" or labels or self.classes is not None
+        # the column the model predicts (tabular.model_metadata); models saved before it was written have none
+        self.target: str | None = saved.get("target") or None
 
     def answer_example(self) -> list:
         """One answer, for the Swagger."""
@@ -355,6 +361,7 @@ class Scorer:
             self._class_objects = np.array(self.classes, dtype=object)
         if "sklearn" in flavors and (self.classes is None or len(self.classes) == 2):
             self.fast = self._checked_fast_path()
+        self.output_names = self._output_names()
 
     def scores(self, columns: dict[str, np.ndarray]) -> np.ndarray:
         """Per row: a regressor's prediction, a two-class classifier's probability of its positive (second)
@@ -376,15 +383,42 @@ class Scorer:
     def predict(self, columns: dict[str, np.ndarray]) -> list:
         """The online answers: one number per record, or one object per record with its label and the
         positive class's probability (every class's for more than two)."""
+        return self.answer(*self.scored(columns))
+
+    def scored(self, columns: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores, a classifier's labels or None): what both the answer and the collected outputs are made of."""
         scores = self.scores(columns)
+        return scores, (None if self.classes is None else self.labels(scores))
+
+    def answer(self, scores: np.ndarray, labels: np.ndarray | None) -> list:
+        """The online answers from `scored`."""
         if self.classes is None:
             return scores.tolist()
-        labels = self.labels(scores).tolist()
+        labels = labels.tolist()
         if len(self.classes) == 2:
             return [{"label": label, "probability": float(p)} for label, p in zip(labels, scores)]
         return [
             {"label": label, "probabilities": dict(zip(self.classes, map(float, row)))} for label, row in zip(labels, scores)
         ]
+
+    def output_columns(self, scores: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The collected outputs (model_outputs) from `scored`, one column per answer field: the prediction
+        under the model's target column (`prediction` / `label` for a model without one in its metadata),
+        then a two-class classifier's `probability` of the positive class, or `probability_<class>` each."""
+        prediction, probabilities = self.output_names
+        if self.classes is None:
+            return {prediction: scores}
+        if scores.ndim == 1:
+            return {prediction: labels, probabilities[0]: scores}
+        return {prediction: labels, **{name: scores[:, i] for i, name in enumerate(probabilities)}}
+
+    def _output_names(self) -> tuple[str, list[str]]:
+        """(the prediction's column, the probabilities' columns) of the collected outputs."""
+        if self.classes is None:
+            return self.schema.target or "prediction", []
+        probabilities = ["probability"] if len(self.classes) == 2 else [f"probability_{name}" for name in self.classes]
+        target = self.schema.target
+        return (target if target and target not in probabilities else "label"), probabilities
 
     def _expected(self, frame) -> np.ndarray:
         """What the fast path must reproduce exactly: predictions, or the positive class's probability."""
@@ -426,6 +460,228 @@ class Scorer:
             if kind[2] is object and kind[0] is STRING_TYPES
         ]
         return records
+
+
+# -- data collection (online: score.py) ------------------------------------------------------------------------
+# The model's inputs and outputs, logged with Azure ML's data collector client (azureml-ai-monitoring) when the
+# deployment turns collection on (learn.microsoft.com/azure/machine-learning/how-to-collect-production-data):
+# Azure's sidecar, or the local target's stand-in (jobs/local/collector.py), writes them out. Collection never
+# fails a request: every failure is counted here and logged, the first with its message, then every 100th.
+COLLECTIONS = ("model_inputs", "model_outputs")
+FAILURE_LOG_EVERY = 100
+# How often a worker process hands the requests it buffered to the client, as one batch. A payload costs
+# milliseconds of this process's CPU whatever its size (a DataFrame, the client's to_json, an HTTP post), against
+# about one for scoring a 1-row request: paid twice a second instead of on every request, it all but vanishes,
+# and the data still reaches the collector within a second. Azure's sidecar batches what arrives close together
+# the same way ("Data collector batching").
+FLUSH_INTERVAL_S = 0.5
+# a buffer of this many rows wakes the flush thread at once: a burst's memory stays bounded
+FLUSH_ROWS = 1000
+# at exit, how long the client's worker may go on sending what it has queued (it posts from a daemon thread,
+# which the interpreter would stop mid-queue; gunicorn gives a stopping worker 30 s)
+FLUSH_AT_EXIT_S = 10.0
+_failures = 0
+_failures_lock = threading.Lock()
+_started: list[DataCollection] = []  # the collections start() made in this process: flushed at exit
+
+
+def collection_configured() -> bool:
+    """Whether the data collector's client would collect: what azureml-ai-monitoring 1.0.0 reads
+    (config.loadConfig: a config file's path, else the legacy switch)."""
+    return bool(os.getenv("AZUREML_MDC_CONFIG_PATH")) or os.getenv("AZUREML_MDC_ENABLED", "false").lower() == "true"
+
+
+def collection_failed(error) -> None:
+    """Count a collection failure (an exception, the client's on_error, a payload it could not send) and log
+    the first one and every FAILURE_LOG_EVERY-th."""
+    global _failures
+    with _failures_lock:
+        _failures += 1
+        count = _failures
+    if count == 1:
+        log.error("data collection failed (the request is answered all the same): %s", error)
+    elif count % FAILURE_LOG_EVERY == 0:
+        log.error(
+            "data collection failed %d times so far (the requests are answered all the same); latest: %s", count, error
+        )
+
+
+def collection_failures() -> int:
+    return _failures
+
+
+class _SendFailures(logging.Handler):
+    """Counts the payloads the client's background worker could not send (an unreachable collector, an answer
+    that is not 2xx): it logs each at ERROR on `mdc.worker`, and calls no on_error for them."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            collection_failed(f"{record.name}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001  (a log handler must not raise into the worker)
+            pass
+
+
+class DataCollection:
+    """The two collectors of an online deployment (`model_inputs`, `model_outputs`), or None from start()
+    where collection is off.
+
+    Batched. On the request's thread, collect() only appends the request's input column arrays (as checked:
+    numbers as float, strings as object) and its output column arrays (Scorer.output_columns) to a buffer,
+    under a lock: microseconds, no DataFrame, no JSON, no I/O. A daemon flush thread, one per worker process,
+    wakes every FLUSH_INTERVAL_S (at once when FLUSH_ROWS rows wait) and makes what the buffer holds one batch:
+    each column concatenated, ONE inputs DataFrame and ONE outputs DataFrame over the same rows in the same
+    order, collected with one correlation context. So a batch's inputs object and outputs object share one
+    correlation id, and row i of one is row i of the other: the row-level correlation Azure's monitor
+    preprocessor makes (`<correlationid>_<row index>`), on objects that hold several requests' rows as the ones
+    Azure's own sidecar batches do. An object's `time` is its batch's first request's (whole seconds: the
+    client's payload takes the context's timestamp). At exit, the buffer is flushed, then the client sends what
+    it has queued (_flush_at_exit).
+
+    Failures are counted (collection_failed) per event: a batch whose frames cannot be built, a collect() that
+    raises or calls on_error, a payload the client could not send; none reaches a request.
+
+    Sampling stays the client's: it samples each collect() on its own, so now per batch, not per request. With
+    a sampling rate below 1, a batch's inputs may be kept while its outputs are not (or the reverse), as a
+    request's could before."""
+
+    def __init__(self, collector_type):
+        import pandas as pd
+        from azureml.ai.monitoring.context import BasicCorrelationContext
+
+        self._frame = pd.DataFrame
+        self._context = BasicCorrelationContext
+        self._starting: list = []  # on_error calls while the collectors start: collection stays off
+        self.inputs = collector_type(name="model_inputs", on_error=self._on_error)
+        self.outputs = collector_type(name="model_outputs", on_error=self._on_error)
+        self._lock = threading.Lock()  # the buffer's
+        self._buffer: list[tuple[dict, dict]] = []  # per request: (input columns, output columns)
+        self._rows = 0
+        self._first_time = 0.0  # the buffer's first request's time.time()
+        self._flushing = threading.Lock()  # one flush at a time: the thread's, the one at exit
+        self._wake = threading.Event()
+        self._stopped = False
+
+    @classmethod
+    def start(cls, flush_thread: bool = True) -> DataCollection | None:
+        """The collectors where the deployment collects, else None (and a log line that says why). Without
+        `flush_thread` (benchmarks/serving.py times each part alone), only flush() and the exit flush."""
+        if not collection_configured():
+            log.info("data collection is off: AZUREML_MDC_CONFIG_PATH and AZUREML_MDC_ENABLED are not set")
+            return None
+        try:
+            from azureml.ai.monitoring import Collector
+        except ImportError as missing:
+            log.warning(
+                "data collection is off: the data collector's client (azureml-ai-monitoring) is missing: %s", missing
+            )
+            return None
+        try:
+            collection = cls(Collector)
+        except Exception as error:  # noqa: BLE001  (an unreadable config file, say: serve without collecting)
+            log.error("data collection is off: the data collector's client did not start: %r", error)
+            return None
+        if collection._starting:
+            log.error("data collection is off: %s", collection._starting[0])
+            return None
+        collection._starting = None
+        logging.getLogger("mdc.worker").addHandler(_SendFailures())  # after the client's own logging config
+        if flush_thread:
+            threading.Thread(target=collection._flush_every_interval, name="data-collection-flush", daemon=True).start()
+        if not _started:
+            atexit.register(_flush_at_exit)
+        _started.append(collection)
+        log.info("data collection is on: %s (batched every %gs)", ", ".join(COLLECTIONS), FLUSH_INTERVAL_S)
+        return collection
+
+    def _on_error(self, error: Exception) -> None:
+        if self._starting is not None:
+            self._starting.append(error)
+        else:
+            collection_failed(error)
+
+    def collect(
+        self, columns: dict[str, np.ndarray], scorer: Scorer, scores: np.ndarray, labels: np.ndarray | None
+    ) -> None:
+        """Buffer a request: its checked columns and its answers' output columns (Scorer.output_columns of the
+        arrays the answers were made of). The arrays are kept as they are: nothing may change them after."""
+        try:
+            outputs = scorer.output_columns(scores, labels)
+            now = time.time()
+            with self._lock:
+                if not self._buffer:
+                    self._first_time = now
+                self._buffer.append((columns, outputs))
+                self._rows += len(scores)
+                full = self._rows >= FLUSH_ROWS
+            if full:
+                self._wake.set()
+        except Exception as error:  # noqa: BLE001  (collection never fails a request)
+            collection_failed(error)
+
+    def flush(self) -> int:
+        """Collect what the buffer holds as one batch (see the class); the rows it held. Never raises."""
+        with self._flushing:
+            with self._lock:
+                batch, self._buffer, self._rows = self._buffer, [], 0
+                first_time = self._first_time
+            if not batch:
+                return 0
+            try:
+                inputs = self._frame(_concatenated([request[0] for request in batch]), copy=False)
+                outputs = self._frame(_concatenated([request[1] for request in batch]), copy=False)
+                if len(inputs) != len(outputs):
+                    raise ValueError(f"a batch of {len(inputs)} input rows has {len(outputs)} output rows")
+            except Exception as error:  # noqa: BLE001  (collection never fails a request)
+                collection_failed(error)
+                return 0
+            context = self._context(timestamp=int(first_time))
+            for collector, frame in ((self.inputs, inputs), (self.outputs, outputs)):
+                try:
+                    collector.collect(frame, context)
+                except Exception as error:  # noqa: BLE001
+                    collection_failed(error)
+            return len(inputs)
+
+    def close(self) -> None:
+        """Stop the flush thread and flush what is buffered (after the flush under way, if one is)."""
+        self._stopped = True
+        self._wake.set()
+        self.flush()
+
+    def _flush_every_interval(self) -> None:
+        while not self._stopped:
+            self._wake.wait(FLUSH_INTERVAL_S)
+            self._wake.clear()
+            if self._stopped:  # close() flushes the rest
+                return
+            try:
+                self.flush()
+            except Exception as error:  # noqa: BLE001  (flush raises nothing; the thread must outlive a surprise)
+                collection_failed(error)
+
+
+def _concatenated(requests: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One array per column: the requests' arrays end to end, in the requests' order."""
+    if len(requests) == 1:
+        return requests[0]
+    return {name: np.concatenate([request[name] for request in requests]) for name in requests[0]}
+
+
+def _flush_at_exit() -> None:
+    """Flush what the collections still buffer, then let the client send what it has queued
+    (azureml.ai.monitoring's teardown), for FLUSH_AT_EXIT_S at most."""
+    for collection in _started:
+        collection.close()
+    try:
+        from azureml.ai.monitoring.init import teardown
+    except ImportError:
+        return
+    flusher = threading.Thread(target=teardown, kwargs={"wait_for_flush": True}, daemon=True)
+    flusher.start()
+    flusher.join(FLUSH_AT_EXIT_S)
 
 
 def _import_skops_without_torch() -> None:

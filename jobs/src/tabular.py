@@ -388,12 +388,14 @@ def pinned(*packages: str) -> list[str]:
     return [f"{package}=={installed(package).split('+')[0]}" for package in packages]
 
 
-def model_metadata(task: str, classes=None) -> dict:
-    """The MLflow model's metadata that the scoring script reads (jobs/src/score.py): the task and, for a
-    classifier, its classes in the model's order (the positive class of two is the second)."""
+def model_metadata(task: str, classes=None, target: str | None = None) -> dict:
+    """The MLflow model's metadata that the scoring script reads (jobs/src/score.py): the task, the target
+    column the model predicts (the name its collected outputs carry) and, for a classifier, its classes in the
+    model's order (the positive class of two is the second)."""
+    metadata = {"task": task} if target is None else {"task": task, "target": str(target)}
     if task != "classification":
-        return {"task": task}
-    return {"task": task, "classes": [value.item() if hasattr(value, "item") else value for value in classes]}
+        return metadata
+    return {**metadata, "classes": [value.item() if hasattr(value, "item") else value for value in classes]}
 
 
 def write_results(output: Path, metrics: dict[str, float]) -> None:
@@ -417,10 +419,10 @@ def import_skops_without_torch() -> None:
 
 
 def save_model(pipeline, output: Path, task: str, example: pd.DataFrame, code_paths: list[str],
-               trusted_types: list[str], requirements: list[str]) -> None:  # fmt: skip
+               trusted_types: list[str], requirements: list[str], target: str | None = None) -> None:  # fmt: skip
     """OUTPUT/model: the MLflow sklearn model every training script writes (skops with trusted types, a
-    signature and input example, the task and classes as metadata, pinned requirements), replacing one
-    from an earlier run; then the whole output folder is logged to the active MLflow run."""
+    signature and input example, the task, target and classes as metadata, pinned requirements), replacing
+    one from an earlier run; then the whole output folder is logged to the active MLflow run."""
     import shutil
 
     import mlflow.sklearn
@@ -433,7 +435,7 @@ def save_model(pipeline, output: Path, task: str, example: pd.DataFrame, code_pa
         output / "model",
         signature=infer_signature(example, pipeline.predict(example)),
         input_example=example,
-        metadata=model_metadata(task, getattr(pipeline, "classes_", None)),
+        metadata=model_metadata(task, getattr(pipeline, "classes_", None), target),
         code_paths=code_paths,
         skops_trusted_types=trusted_types,
         pip_requirements=requirements,

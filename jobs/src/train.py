@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         plot(pipeline, args.task, y_test, predictions, args.output / "plots")
         tabular.save_model(
             pipeline, args.output, args.task, x_train.head(5), [tabular.__file__], TRUSTED_TYPES,
-            tabular.pinned("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "skops"),
+            tabular.pinned("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "skops"), target=args.target,
         )  # fmt: skip
     print(" ".join(f"{name}={value:.6g}" for name, value in metrics.items()))
     return metrics

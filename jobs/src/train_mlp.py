@@ -146,13 +146,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         tabular.plot_importance(
             list(importance), list(importance.values()), plots / "feature_importance.png", "held-out MAE increase"
         )
-        save(model, network, x_train.head(5), args.output / "model")
+        save(model, network, x_train.head(5), args.output / "model", args.target)
         mlflow.log_artifacts(str(args.output))
     print(" ".join(f"{name}={value:.6g}" for name, value in metrics.items()))
     return metrics
 
 
-def save(model: keras_model.KerasRegressor, network: keras.Model, example, path: Path) -> None:
+def save(model: keras_model.KerasRegressor, network: keras.Model, example, path: Path, target: str) -> None:
     shutil.rmtree(path, ignore_errors=True)  # a rerun replaces its model
     with tempfile.TemporaryDirectory() as scratch:
         network_file = Path(scratch) / "network.keras"
@@ -163,6 +163,7 @@ def save(model: keras_model.KerasRegressor, network: keras.Model, example, path:
             artifacts={"network": str(network_file)},
             signature=infer_signature(example, model.predict(None, example)),
             input_example=example,
+            metadata=tabular.model_metadata("regression", target=target),
             code_paths=[tabular.__file__, keras_model.__file__],
             pip_requirements=tabular.pinned(
                 "mlflow", "keras", "torch", "scikit-learn", "pandas", "numpy", "cloudpickle"
