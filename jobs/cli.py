@@ -37,6 +37,11 @@ from jobs.local.target import AUTOML_MINUTES
 from jobs.workloads import ONLINE_KINDS, load_workloads
 
 AZURE_ONLY = ("deploy", "status", "schedule")
+# the commands that run here only, and what stands for them in Azure
+LOCAL_ONLY = {
+    "serve": "in Azure the endpoints serve (see deploy and invoke)",
+    "monitor": "in Azure the monitors are schedules (`schedule` creates them)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,8 +151,8 @@ def make_target(args: argparse.Namespace, resources: contextlib.ExitStack):
     if args.stack or args.outputs:
         from jobs.azure import commands
 
-        if args.command == "serve":
-            raise FlowError("`serve` runs on this machine; in Azure the endpoints serve (see deploy and invoke)")
+        if args.command in LOCAL_ONLY:
+            raise FlowError(f"`{args.command}` runs on this machine (--local); {LOCAL_ONLY[args.command]}")
         return commands.target(commands.load_outputs(args.stack, args.outputs), args.data_dir)
     if args.dry_run:
         raise FlowError("--dry-run applies to the Azure target: add --stack NAME or --outputs FILE")
@@ -325,8 +330,6 @@ def monitor(args, target) -> int:
     code is the monitor's, 0 every signal passed, 1 one failed, 2 the input could not be used."""
     from jobs import monitoring
 
-    if args.stack or args.outputs:
-        raise FlowError("`monitor` runs here (--local); in Azure the monitors are schedules (`schedule` creates them)")
     workload = one_workload(args)
     if args.demo:
         if args.production or args.since or args.until:

@@ -17,7 +17,7 @@ from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import rpc
 
 from infra import constraints, roles, rules, security
-from stack_harness import SUBSCRIPTION_ID, Resource, StackRun, revealed, run_stack
+from stack_harness import SUBSCRIPTION_ID, Resource, StackRun, revealed
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ def drop(predicate: Callable[[Entry], bool]) -> Edit:
 
 
 def repeat(token: str, name: str, new_name: str, **changes: Any) -> Edit:
-    """Declare one more resource like `name` (a new URN), with some wire properties or dependencies changed."""
+    """Declare one more resource like `name` (a new URN), with some wire properties or dependencies changed (a
+    callable change is given the stack's entries, so that a case is made without running the stack)."""
 
     def edit(items: list[Entry]) -> list[Entry]:
         original = items[_only(items, token, name)]
@@ -113,6 +114,7 @@ def repeat(token: str, name: str, new_name: str, **changes: Any) -> Edit:
         urn = original.resource.urn.rsplit("::", 1)[0] + f"::{new_name}"
         dependencies = dict(original.property_dependencies)
         for key, value in changes.items():
+            value = value(items) if callable(value) else value
             if key.startswith("deps:"):
                 dependencies[key[5:]] = value
             else:
@@ -136,8 +138,14 @@ def lifecycle_rule_names(*names: str) -> Edit:
     return edit
 
 
-def urn_of(run: StackRun, token: str, name: str | None = None) -> str:
-    return run.one(token, name).urn
+def arm_id_of(token: str) -> Callable[[list[Entry]], str]:
+    """The ARM ID of the stack's one resource of `token`, read when the case is applied."""
+    return lambda items: items[_only(items, token, None)].resource.id
+
+
+def urns_of(token: str) -> Callable[[list[Entry]], tuple[str]]:
+    """The URN of the stack's one resource of `token` (as a dependency list), read when the case is applied."""
+    return lambda items: (items[_only(items, token, None)].urn,)
 
 
 def role_id(role: str) -> str:
@@ -173,9 +181,7 @@ def _group(entry: Entry, group: str) -> bool:
 
 
 def cases() -> list[Case]:
-    prod = run_stack("prod")
-    storage = urn_of(prod, security.STORAGE)
-    storage_id, registry_id = prod.one(security.STORAGE).id, prod.one(security.REGISTRY).id
+    """Every case; made without running a stack (the suite collects them in each worker), applied to one later."""
     return [
         Case("storage-tls-and-https-only", "prod", set_input(security.STORAGE, None, "minimumTlsVersion", "TLS1_0"), "TLS1_2"),
         Case("storage-tls-and-https-only", "dev", set_input(security.STORAGE, None, "enableHttpsTrafficOnly", False), "enableHttpsTrafficOnly"),
@@ -215,13 +221,13 @@ def cases() -> list[Case]:
         Case(
             "no-role-azure-assigns-itself", "prod",
             repeat(ROLE, "workspace-secrets", "workspace-blob-data", roleDefinitionId=role_id(roles.STORAGE_BLOB_DATA_CONTRIBUTOR),
-                   scope=storage_id, **{"deps:scope": (storage,)}),
+                   scope=arm_id_of(security.STORAGE), **{"deps:scope": urns_of(security.STORAGE)}),
             "Storage Blob Data Contributor on its storage itself",
         ),  # fmt: skip
         Case(
             "no-role-azure-assigns-itself", "dev",
-            repeat(ROLE, "cpu-blob-data", "cpu-image-pull", roleDefinitionId=role_id(roles.ACR_PULL), scope=registry_id,
-                   **{"deps:scope": (urn_of(run_stack("dev"), security.REGISTRY),)}),
+            repeat(ROLE, "cpu-blob-data", "cpu-image-pull", roleDefinitionId=role_id(roles.ACR_PULL),
+                   scope=arm_id_of(security.REGISTRY), **{"deps:scope": urns_of(security.REGISTRY)}),
             "AcrPull on the workspace registry itself",
         ),  # fmt: skip
         Case("one-assignment-per-role-principal-and-scope", "prod", repeat(ROLE, "kubelet-image-pull", "kubelet-image-pull-again"), "repeats RoleAssignment 'kubelet-image-pull'"),

@@ -18,12 +18,13 @@ from azure.ai.ml.entities import JobSchedule, MonitorSchedule
 from azure.ai.ml.entities._load_functions import load_schedule
 
 from infra import outputs as keys
-from jobs import cli, flow
+from jobs import cli, flow, monitoring
 from jobs.azure import commands as azure_commands, entities, monitoring as azure_monitoring
 from jobs.flow import COLLECTOR_ROOT, SOURCE_DIR, FlowError, RegisteredModel
 from jobs.local.target import LocalTarget
 from jobs.workloads import WorkloadError, load_workload
 from tests.bank_sample import bank_frame
+from tests.test_score import trained_root
 from tests.test_azure_stage import BANK, HOUSING, OUTPUTS, WORKLOADS, endpoint, stage
 from tests.test_workloads import copy_of, edit
 
@@ -235,8 +236,7 @@ def test_the_shipped_monitor_schedules_load_as_azure_loads_them_and_judge_the_wo
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A bank-marketing model registered on the local target, trained on generated data by the workload's own
-    LightGBM job. Its label mostly follows the call's length, so the model predicts it about as often as it occurs:
+    """A bank-marketing model registered on the local target, trained on generated data by train.py. Its label mostly follows the call's length, so the model predicts it about as often as it occurs:
     prediction drift (predicted labels against the training rows' labels) then passes on held-out rows, as on the
     real data."""
     data_dir = tmp_path_factory.mktemp("data")
@@ -246,17 +246,36 @@ def trained(tmp_path_factory):
     frame.to_csv(data_dir / BANK.data.file, index=False, sep=";")
     target = LocalTarget(data_dir, tmp_path_factory.mktemp("work"), workers=1, automl_minutes=0.02)
     target.prepare([BANK], lambda line: None)
-    result = target.run_job(next(job for job in BANK.jobs if job.key == "bank-marketing-lightgbm"), lambda line: None)
-    target.register_model(BANK, result)
+    # train.py in this process (tests/test_score.py's helper), its model registered as the flow registers one
+    root = trained_root(tmp_path_factory.mktemp("model"), frame, BANK.data.target, BANK.task, BANK.model)
+    target.client.create_registered_model(BANK.model)
+    target.client.create_model_version(BANK.model, str(root / BANK.model / "1" / "model"), tags={"workload": BANK.name})
     yield target
     target.close()
 
 
-def test_the_demo_serves_two_windows_monitors_each_and_the_gate_retrains_only_on_the_drifted_one(trained, capsys):
-    code = cli.main(["monitor", "--local", "--demo", "--workload", "bank-marketing", "--data-dir", str(trained.data_dir),
-                     "--work-dir", str(trained.work_dir), "--automl-minutes", "0.02", "--input", "min_rows=100"])  # fmt: skip
-    printed = capsys.readouterr().out
-    assert code == 0, printed
+@pytest.fixture(scope="module")
+def lighter_bank(tmp_path_factory):
+    """Bank marketing with a retraining pipeline of its gate and LightGBM step only (the shipped pipelines are run
+    whole in tests/test_pipeline.py): the same gate and monitor, and training to show that it trains, in less of
+    the suite's time."""
+    root = copy_of("bank-marketing", tmp_path_factory.mktemp("workloads"))
+    pipeline = root / "bank-marketing" / "retrain.yml"
+    document = yaml.safe_load(pipeline.read_text())
+    document["jobs"] = {step: document["jobs"][step] for step in ("monitor", "lightgbm")}
+    document["jobs"]["lightgbm"]["inputs"]["data"] = "${{parent.inputs.data}}"
+    document["outputs"] = {}
+    pipeline.write_text(yaml.safe_dump(document, sort_keys=False))
+    for spec in ("retrain.yml", "monitor.yml"):  # component paths are relative to the workload's folder
+        text = (root / "bank-marketing" / spec).read_text().replace("../../jobs/", f"{SOURCE_DIR.parent}/")
+        (root / "bank-marketing" / spec).write_text(text)
+    return load_workload(root / "bank-marketing")
+
+
+def test_the_demo_serves_two_windows_monitors_each_and_the_gate_retrains_only_on_the_drifted_one(trained, lighter_bank):
+    lines = []
+    assert monitoring.demo(trained, lighter_bank, lines.append, {"min_rows": 100}) == 0, "\n".join(lines)
+    printed = "\n".join(lines)
     # each window's monitor is its gated pipeline's first step
     runs = (trained.work_dir / "pipelines" / "bank-marketing").glob("*/monitor/outputs/signals/signals.json")
     first, second = sorted((json.loads(path.read_text()) for path in runs), key=lambda signals: signals["window"]["since"])
@@ -267,10 +286,17 @@ def test_the_demo_serves_two_windows_monitors_each_and_the_gate_retrains_only_on
     assert first["window"]["rows"]["model_inputs"] == second["window"]["rows"]["model_inputs"] == 600
     assert "as expected: the gated pipeline skips window 1" in printed
     assert "as expected: the gated pipeline trains on window 2" in printed and "NOT as expected" not in printed
+    trained_again = [path for path in (trained.work_dir / "pipelines" / "bank-marketing").glob("*/lightgbm/outputs/results/model/MLmodel")]
+    assert len(trained_again) == 1  # the gated pipeline trained once: on window 2
     # what each served request sent and got back is on disk, in Azure's layout, for either window
     collected = list((trained.collected_dir / "bank-marketing").glob("local-bank-marketing/v1/model_inputs/*/*/*/*/*.jsonl"))
     assert collected and all(json.loads(line)["type"] == "azureml.inference.model_inputs"
                              for path in collected for line in path.read_text().splitlines())  # fmt: skip
+
+
+def test_the_demo_command_refuses_a_stack(capsys):
+    assert cli.main(["monitor", "--stack", "dev", "--demo", "--workload", "bank-marketing"]) == 1
+    assert "`monitor` runs on this machine (--local); in Azure the monitors are schedules" in capsys.readouterr().err
 
 
 def test_the_local_monitor_exits_2_and_names_the_folder_when_nothing_was_collected(trained, tmp_path, capsys):
@@ -281,7 +307,5 @@ def test_the_local_monitor_exits_2_and_names_the_folder_when_nothing_was_collect
 
 def test_the_demo_needs_a_workload_that_drifts_something(trained):
     quiet = dataclasses.replace(BANK, monitor=dataclasses.replace(BANK.monitor, demo={}))
-    from jobs import monitoring
-
     with pytest.raises(FlowError, match="monitor.demo names no column to drift"):
         monitoring.demo(trained, quiet, lambda line: None, {})

@@ -449,6 +449,7 @@ def fake_ml_client(server):
     from azure.ai.ml._utils._http_utils import HttpPipeline
     from azure.ai.ml.entities._endpoint.online_endpoint import EndpointAuthKeys
     from azure.ai.ml.operations._online_endpoint_operations import OnlineEndpointOperations
+    from azure.core.pipeline.policies import RetryPolicy
     from azure.core.pipeline.transport import RequestsTransport
 
     session = requests.Session()
@@ -462,7 +463,9 @@ def fake_ml_client(server):
         _online_operation=types.SimpleNamespace(get=get), _resource_group_name="rg", _workspace_name="ws",
         _init_kwargs={}, _validate_deployment_name=lambda *args: None,
         _get_online_credentials=lambda name, auth_mode=None: EndpointAuthKeys(primary_key="key-1", secondary_key="k"),
-        _requests_pipeline=HttpPipeline(transport=RequestsTransport(session=session)))
+        # azure-core's own retries of a 5xx answer, without their back-off sleeps (0.8 s doubling) in the suite's time
+        _requests_pipeline=HttpPipeline(transport=RequestsTransport(session=session),
+                                        retry_policy=RetryPolicy(retry_backoff_factor=0)))  # fmt: skip
     return types.SimpleNamespace(online_endpoints=types.SimpleNamespace(
         invoke=functools.partial(OnlineEndpointOperations.invoke, operations)))
 

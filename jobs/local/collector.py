@@ -20,7 +20,8 @@ The sidecar is not public, so the local target cannot run it. This class answers
 protocol (the headers azureml-ai-monitoring 1.0.0's `MdcSender` sends, the config file its `loadConfig` reads)
 and writes the same layout and schema under a local folder, so one monitor reads either target's data. Azure
 batches payloads that arrive close together into one object (`data` then holds several payloads' rows);
-this writes one object per payload, which a reader of Azure's files takes as well.
+this writes one object per payload, which a reader of Azure's files takes as well (score.py's payloads are
+themselves batches of the requests of half a second: scoring.DataCollection).
 
     collector = LocalCollector(Collection(root, "local-housing", "blue")).start()
     server = LocalServer(model_dir, 0, log, workers, collector=collector).start()   # jobs/local/server.py

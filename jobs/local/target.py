@@ -365,8 +365,12 @@ class LocalTarget:
             process = subprocess.Popen(
                 ["/bin/bash", "-c", command], cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-            while process.poll() is None:
-                time.sleep(POLL_SECONDS)
+            while True:
+                try:  # back as soon as the process ends; the early-termination check every POLL_SECONDS meanwhile
+                    process.wait(timeout=POLL_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
                 reason = on_poll() if on_poll else None
                 if reason:
                     os.killpg(process.pid, signal.SIGTERM)
