@@ -337,7 +337,7 @@ def monitor(args, target) -> int:
         return monitoring.demo(target, workload, print, dict(args.input))
     if args.input:
         raise FlowError("--input applies to --demo (its drift-gated pipeline runs) and to `pipeline`")
-    return monitoring.run_local(target, workload, print, args.production, args.since, args.until).exit_code
+    return monitoring.run_local(target, workload, print, args.production, args.since, args.until)
 
 
 COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status,

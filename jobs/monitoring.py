@@ -19,7 +19,6 @@ import math
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,26 +38,19 @@ DEMO_SEED = 0
 COLLECTED_TIMEOUT_S = 120
 
 
-@dataclass
-class MonitorRun:
-    exit_code: int  # the monitor's: 0 passed, 1 a signal failed, 2 unusable input
-    output: Path  # signals.json and report.png
-    signals: dict | None  # signals.json, when the monitor wrote it
-
-
 def utc(moment: float) -> str:
     """A POSIX time as the ISO 8601 UTC time monitor.py takes, to the second."""
     return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def run_local(target, workload: Workload, report: Report, production: Path | None = None, since: str | None = None,
-              until: str | None = None, output: Path | None = None) -> MonitorRun:  # fmt: skip
+              until: str | None = None) -> int:  # fmt: skip
     """monitor.py over `production` (default: everything the workload's served models collected here) against the
-    workload's training rows, with its monitor schedule's signals; its output goes to `output` (default
-    <work dir>/monitor/<workload>/<time>)."""
+    workload's training rows, with its monitor schedule's signals, into <work dir>/monitor/<workload>/<time>; its
+    exit code."""
     target.prepare([workload], stamped(report, "assets"))
     production = Path(production) if production else target.collected_dir / workload.name
-    output = output or target.work_dir / "monitor" / workload.name / time.strftime("%Y%m%d-%H%M%S")
+    output = target.work_dir / "monitor" / workload.name / time.strftime("%Y%m%d-%H%M%S")
     command = [sys.executable, str(MONITOR_SCRIPT), "--reference", str(target.data_files[workload.data.key]),
                "--training-rows", "--production", str(production), "--target", workload.data.target,
                "--task", workload.task, "--output", str(output)]  # fmt: skip
@@ -69,8 +61,7 @@ def run_local(target, workload: Workload, report: Report, production: Path | Non
     finished = subprocess.run(command, cwd=SOURCE_DIR, capture_output=True, text=True)
     for line in (finished.stdout + finished.stderr).splitlines():
         report(line)
-    signals = output / "signals.json"
-    return MonitorRun(finished.returncode, output, json.loads(signals.read_text()) if signals.is_file() else None)
+    return finished.returncode
 
 
 def drifted(frame, changes: dict, seed: int = DEMO_SEED):

@@ -62,7 +62,7 @@ METRICS = {
     "classification": {"AUC_weighted": "maximize", "accuracy": "maximize", "F1": "maximize"},
 }
 ONLINE_KINDS = ("managed", "kubernetes")
-# retrain.when: always trains; drifted trains only when the pipeline's monitor step (GATE_STEP) finds a signal failed
+# retrain.when: always trains; drifted trains only when the pipeline's monitor step (GATE_STEP) finds drift
 RETRAIN_WHEN = ("always", "drifted")
 GATE_STEP = "monitor"
 MONITOR_KEYS = ("collect", "sampling_rate", "keep_days", "schedule", "environments", "demo")
@@ -235,9 +235,9 @@ def load_workload(folder: Path) -> Workload:
     data = document.get("data") if isinstance(document.get("data"), dict) else {}
     if not data:
         problems.add("data", "required: file, source, target and task of the workload's data")
-    for field in DATA_FIELDS:
-        if data and not data.get(field):
-            problems.add(f"data.{field}", "required")
+    for key in DATA_FIELDS:
+        if data and not data.get(key):
+            problems.add(f"data.{key}", "required")
     task = data.get("task")
     if task and task not in TASKS:
         problems.add("data.task", f"{task!r}; allowed: {', '.join(TASKS)}")
@@ -294,10 +294,10 @@ def load_workload(folder: Path) -> Workload:
         except (ValueError, AttributeError) as error:
             problems.add("serve.sample_request", f"{request}: not a JSON request: {error}")
     retrain = _retrain(document.get("retrain"), path.parent, name, data, (metric, goal), model, problems)
-    monitor = _monitor(document.get("monitor"), path.parent, name, data, problems)
+    monitor = _monitor(document.get("monitor"), path.parent, data, problems)
     problems.raise_any()
 
-    entry = CatalogEntry(name, *(str(data[field]) for field in DATA_FIELDS), member=data.get("member"))
+    entry = CatalogEntry(name, *(str(data[key]) for key in DATA_FIELDS), member=data.get("member"))
     return Workload(
         name=name,
         folder=path.parent,
@@ -398,7 +398,7 @@ def _environments(section, prefix: str, problems: _Problems) -> dict:
     return environments
 
 
-def _monitor(section, folder: Path, name: str, data: dict, problems: _Problems) -> Monitor:
+def _monitor(section, folder: Path, data: dict, problems: _Problems) -> Monitor:
     """The monitor section, checked: collection, retention, the monitor schedule (its signals and thresholds as
     the monitor reads them, its task and target the workload's) and the demo's drift; absent, the defaults."""
     spec = source_module("monitor_spec")
@@ -427,14 +427,21 @@ def _monitor(section, folder: Path, name: str, data: dict, problems: _Problems) 
             schedule = None
     if schedule is not None:
         try:
-            spec.read_signals(schedule)
+            spec.read_signals(schedule)  # the file reads as YAML with signals: its other keys can be checked
         except spec.SpecError as error:
             problems.add("monitor.schedule", str(error))
-        document = yaml.safe_load(schedule.read_text()) or {}
-        target = (document.get("create_monitor") or {}).get("monitoring_target") or {}
-        if data.get("task") and target.get("ml_task") != data["task"]:
-            problems.add("monitor.schedule", f"{schedule.name}: monitoring_target.ml_task {target.get('ml_task')!r}, but the workload's task is {data['task']!r}")
-        _check_trigger(document.get("trigger") or {}, "monitor.schedule", schedule.name, problems)
+        else:
+            document = yaml.safe_load(schedule.read_text())
+            definition = document.get("create_monitor") or {}
+            task = (definition.get("monitoring_target") or {}).get("ml_task")
+            if data.get("task") and task != data["task"]:
+                problems.add("monitor.schedule", f"{schedule.name}: monitoring_target.ml_task {task!r}, but the workload's task is {data['task']!r}")
+            for signal_name, signal in definition["monitoring_signals"].items():
+                columns = (signal.get("reference_data") or {}).get("data_column_names") or {}
+                if data.get("target") and columns.get("target_column", data["target"]) != data["target"]:
+                    problems.add("monitor.schedule", f"{schedule.name}: {signal_name}.reference_data.data_column_names.target_column "
+                                 f"{columns['target_column']!r}, but the workload's target is {data['target']!r}")  # fmt: skip
+            _check_trigger(document.get("trigger") or {}, "monitor.schedule", schedule.name, problems)
     environments = _environments(section.get("environments"), "monitor", problems)
     if environments and schedule is None:
         problems.add("monitor.environments", "per-environment settings of a monitor with no schedule file (monitor.schedule)")

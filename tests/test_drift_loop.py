@@ -200,26 +200,31 @@ def test_a_bad_monitor_section_is_refused_naming_the_key(tmp_path, change, says)
     assert says in str(refused.value)
 
 
-def test_a_monitor_schedule_azure_would_refuse_is_refused_naming_the_signal(tmp_path):
-    root = copy_of("housing", tmp_path)
-    spec = root / "housing" / "monitor.yml"
-    document = yaml.safe_load(spec.read_text())
-    document["create_monitor"]["monitoring_signals"]["data-drift"]["metric_thresholds"]["categorical"] = {"chi_squared_test": 0.05}
-    spec.write_text(yaml.safe_dump(document))
-    with pytest.raises(WorkloadError) as refused:
-        load_workload(root / "housing")
-    assert "data-drift.metric_thresholds.categorical.chi_squared_test: not a categorical metric of data_drift" in str(refused.value)
+def without_the_monitor_step(text: str) -> str:
+    document = yaml.safe_load(text)
+    return yaml.safe_dump({**document, "jobs": {name: step for name, step in document["jobs"].items() if name != "monitor"}})
 
 
-def test_a_drift_gate_needs_the_monitor_step_in_the_pipeline(tmp_path):
+@pytest.mark.parametrize(
+    "file, change, says",
+    [
+        ("monitor.yml", lambda text: text.replace("categorical: {jensen_shannon_distance: 0.1}", "categorical: {chi_squared_test: 0.05}", 1),
+         "data-drift.metric_thresholds.categorical.chi_squared_test: not a categorical metric of data_drift"),
+        ("monitor.yml", lambda text: text.replace("target_column: median_house_value", "target_column: price", 1),
+         "target_column 'price', but the workload's target is 'median_house_value'"),
+        ("monitor.yml", lambda text: text.replace("ml_task: regression", "ml_task: classification"),
+         "monitoring_target.ml_task 'classification', but the workload's task is 'regression'"),
+        ("retrain.yml", without_the_monitor_step, "retrain.when: drifted, but retrain.yml has no 'monitor' step"),
+    ],
+    ids=["a metric azure-ai-ml refuses", "another target", "another task", "a gate without its monitor step"],
+)  # fmt: skip
+def test_a_monitor_schedule_or_gated_pipeline_that_does_not_fit_the_workload_is_refused(tmp_path, file, change, says):
     root = copy_of("housing", tmp_path)
-    pipeline = root / "housing" / "retrain.yml"
-    document = yaml.safe_load(pipeline.read_text())
-    del document["jobs"]["monitor"]
-    pipeline.write_text(yaml.safe_dump(document))
+    path = root / "housing" / file
+    path.write_text(change(path.read_text()))
     with pytest.raises(WorkloadError) as refused:
         load_workload(root / "housing")
-    assert "retrain.when: drifted, but retrain.yml has no 'monitor' step" in str(refused.value)
+    assert says in str(refused.value)
 
 
 def test_the_shipped_monitor_schedules_load_as_azure_loads_them_and_judge_the_workloads_task():

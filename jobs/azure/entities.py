@@ -26,6 +26,7 @@ from azure.ai.ml.exceptions import ValidationException
 from azure.ai.ml.entities import (
     Command,
     CronTrigger,
+    DataAsset,
     Job as AzureJob,
     JobSchedule,
     KubernetesOnlineDeployment,
@@ -35,11 +36,8 @@ from azure.ai.ml.entities import (
     PipelineJob,
 )
 
-from azure.ai.ml.entities._deployment.data_asset import DataAsset
-
 # azure-ai-ml exports no load_schedule; `az ml schedule create` loads the YAML with this same function
 # (azure-cli-extensions, src/machinelearningservices/azext_mlv2/manual/custom/schedule.py)
-from azure.ai.ml.entities._deployment.data_asset import DataAsset
 from azure.ai.ml.entities._load_functions import load_schedule
 
 from infra import outputs as keys
