@@ -26,6 +26,7 @@ from jobs.local.target import LocalTarget
 from jobs.workloads import Retrain, WorkloadError, load_workload, load_workloads
 from tests.azure_fake import FakeWorkspace
 from tests.bank_sample import bank_frame
+from tests.mlflow_store import private_mlflow_store
 from tests.test_azure_stage import OUTPUTS
 from tests.test_workloads import copy_of, edit
 
@@ -278,43 +279,42 @@ def test_evaluate_counts_a_registered_version_it_cannot_load_by_the_metric_it_wa
 
     monkeypatch.syspath_prepend(str(SOURCE))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    import evaluate
-    import train
+    with private_mlflow_store(tmp_path / "mlruns"):
+        import evaluate
+        import train
 
-    data = tmp_path / "bank.csv"
-    bank_frame(400).to_csv(data, index=False, sep=";")
-    train.main(["--data", str(data), "--target", "y", "--task", "classification", "--output", str(tmp_path / "candidate"),
-                "--n-estimators", "20"])  # fmt: skip
-    # a registered model whose pickle names a module that is not installed where evaluate runs
-    (tmp_path / "automl_only.py").write_text(OPAQUE_MODULE)
-    import automl_only
+        data = tmp_path / "bank.csv"
+        bank_frame(400).to_csv(data, index=False, sep=";")
+        train.main(["--data", str(data), "--target", "y", "--task", "classification", "--output", str(tmp_path / "candidate"),
+                    "--n-estimators", "20"])  # fmt: skip
+        # a registered model whose pickle names a module that is not installed where evaluate runs
+        (tmp_path / "automl_only.py").write_text(OPAQUE_MODULE)
+        import automl_only
 
-    saved = tmp_path / "registered"
-    mlflow.sklearn.save_model(automl_only.Opaque(), saved, serialization_format="cloudpickle")
-    (tmp_path / "automl_only.py").unlink()
-    del sys.modules["automl_only"]
-    client = mlflow.MlflowClient()
-    client.create_registered_model("bank-marketing-classifier")
-    client.create_model_version("bank-marketing-classifier", str(saved))
+        saved = tmp_path / "registered"
+        mlflow.sklearn.save_model(automl_only.Opaque(), saved, serialization_format="cloudpickle")
+        (tmp_path / "automl_only.py").unlink()
+        del sys.modules["automl_only"]
+        client = mlflow.MlflowClient()
+        client.create_registered_model("bank-marketing-classifier")
+        client.create_model_version("bank-marketing-classifier", str(saved))
 
-    arguments = ["--data", str(data), "--target", "y", "--task", "classification", "--metric", "AUC_weighted",
-                 "--goal", "maximize", "--model-name", "bank-marketing-classifier", "--candidate", str(tmp_path / "candidate"),
-                 "--best", str(tmp_path / "best"), "--verdict", str(tmp_path / "verdict")]  # fmt: skip
-    try:
-        # no recorded metric either: nothing to compare with, so the step fails naming the version
-        with pytest.raises(ValueError, match="registered bank-marketing-classifier:1 cannot be loaded here .*automl_only.* no AUC_weighted tag"):
-            evaluate.main(arguments)
-        client.set_model_version_tag("bank-marketing-classifier", "1", "AUC_weighted", "0.61")  # as every registration tags it
-        verdict = evaluate.main(arguments)
-    finally:
-        for name in ("evaluate", "train", "tabular"):
-            sys.modules.pop(name, None)
-    assert verdict["registered"]["version"] == "1" and verdict["registered"]["AUC_weighted"] == 0.61
-    assert "cannot load it (No module named 'automl_only')" in verdict["registered"]["measured"]
-    assert verdict["better"] is (verdict["best"]["AUC_weighted"] > 0.61)
-    assert json.loads((tmp_path / "verdict" / "verdict.json").read_text()) == verdict
+        arguments = ["--data", str(data), "--target", "y", "--task", "classification", "--metric", "AUC_weighted",
+                     "--goal", "maximize", "--model-name", "bank-marketing-classifier", "--candidate", str(tmp_path / "candidate"),
+                     "--best", str(tmp_path / "best"), "--verdict", str(tmp_path / "verdict")]  # fmt: skip
+        try:
+            # no recorded metric either: nothing to compare with, so the step fails naming the version
+            with pytest.raises(ValueError, match="registered bank-marketing-classifier:1 cannot be loaded here .*automl_only.* no AUC_weighted tag"):
+                evaluate.main(arguments)
+            client.set_model_version_tag("bank-marketing-classifier", "1", "AUC_weighted", "0.61")  # as every registration tags it
+            verdict = evaluate.main(arguments)
+        finally:
+            for name in ("evaluate", "train", "tabular"):
+                sys.modules.pop(name, None)
+        assert verdict["registered"]["version"] == "1" and verdict["registered"]["AUC_weighted"] == 0.61
+        assert "cannot load it (No module named 'automl_only')" in verdict["registered"]["measured"]
+        assert verdict["better"] is (verdict["best"]["AUC_weighted"] > 0.61)
+        assert json.loads((tmp_path / "verdict" / "verdict.json").read_text()) == verdict
 
 
 # -- Azure: schedules created or updated, idempotently ----------------------------------------------------

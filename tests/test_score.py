@@ -17,6 +17,7 @@ import pytest
 from jobs.local.server import LocalServer
 from tests.bank_sample import bank_frame, bank_records
 from tests.housing_sample import housing_frame, request_records
+from tests.mlflow_store import private_mlflow_store
 
 SRC = Path(__file__).resolve().parents[1] / "jobs" / "src"
 MAX_ROWS = 50
@@ -30,15 +31,9 @@ def trained_root(work: Path, frame, target: str, task: str, model_name: str) -> 
 
     data = work / "data.csv"
     frame.to_csv(data, index=False, sep=";")
-    previous = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-        mlflow.set_tracking_uri((work / "mlruns").as_uri())
-        try:
-            train.main(["--data", str(data), "--target", target, "--task", task,
-                        "--output", str(work / model_name / "1"), "--n-estimators", "40"])  # fmt: skip
-        finally:
-            mlflow.set_tracking_uri(previous)
+    with private_mlflow_store(work / "mlruns"):
+        train.main(["--data", str(data), "--target", target, "--task", task,
+                    "--output", str(work / model_name / "1"), "--n-estimators", "40"])  # fmt: skip
     return work
 
 

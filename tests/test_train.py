@@ -23,6 +23,7 @@ import tabular  # noqa: E402
 import train  # noqa: E402
 from bank_sample import bank_frame, bank_records  # noqa: E402
 from housing_sample import housing_frame, request_records  # noqa: E402
+from mlflow_store import private_mlflow_store  # noqa: E402
 
 REGRESSION_METRICS = {"MAE", "RMSE", "R2", "NRMSE"}
 CLASSIFICATION_METRICS = {"accuracy", "AUC_weighted", "F1"}
@@ -39,17 +40,11 @@ def awkward_rows() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory):
-    """A private MLflow tracking store and experiment for this module's runs. A file store: creating a
-    SQLite one runs MLflow's schema migrations, seconds that test nothing of ours."""
-    folder = tmp_path_factory.mktemp("mlflow")
-    previous_uri = mlflow.get_tracking_uri()
-    with pytest.MonkeyPatch.context() as environment:
-        environment.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-        mlflow.set_tracking_uri(folder.as_uri())
+    """A private MLflow store and experiment for this module's runs."""
+    with private_mlflow_store(tmp_path_factory.mktemp("mlflow")) as environment:
         client = mlflow.MlflowClient()
         environment.setenv("MLFLOW_EXPERIMENT_ID", client.create_experiment("training-tests"))
         yield client
-        mlflow.set_tracking_uri(previous_uri)
 
 
 @pytest.fixture(scope="module")
