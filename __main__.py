@@ -8,6 +8,7 @@ from infra.collected_data import CollectedData, CollectedDataArgs
 from infra.context import StackContext
 from infra.identity import AutomationIdentity, AutomationIdentityArgs
 from infra.inference import InferenceCluster, InferenceClusterArgs
+from infra.ml_registry import MlRegistryAccess, MlRegistryAccessArgs
 from infra.naming import Names
 from infra.network import PrivateNetwork, PrivateNetworkArgs
 from infra.training import TrainingClusters, TrainingClustersArgs
@@ -31,6 +32,7 @@ automation = AutomationIdentity("automation", AutomationIdentityArgs(stack, plat
 team = TeamAccess("team", TeamAccessArgs(stack, platform))
 workstations = Workstations("workstations", WorkstationsArgs(stack, platform, network))
 collected = CollectedData("collected-data", CollectedDataArgs(stack, platform.storage.name, platform.workspace.workspace_id))
+ml_registry = MlRegistryAccess("ml-registry", MlRegistryAccessArgs(stack, automation, network)) if settings.ml_registry else None
 
 pulumi.export(outputs.SUBSCRIPTION_ID, client.subscription_id)
 pulumi.export(outputs.TENANT_ID, client.tenant_id)
@@ -50,5 +52,8 @@ pulumi.export(outputs.REGISTRY_LOGIN_SERVER, platform.registry.login_server)
 pulumi.export(outputs.AUTOMATION_CLIENT_ID, automation.application.client_id)
 # an empty object when no one is listed: the engine keeps it (it drops only None)
 pulumi.export(outputs.WORKSTATIONS, {user: instance.name for user, instance in workstations.instances.items()})
+if ml_registry is not None:
+    pulumi.export(outputs.ML_REGISTRY_NAME, ml_registry.name)
+    pulumi.export(outputs.ML_REGISTRY_ACCESS, ml_registry.access)
 if automation.client_secret is not None:
     pulumi.export(outputs.AUTOMATION_CLIENT_SECRET, automation.client_secret)

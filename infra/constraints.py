@@ -14,12 +14,15 @@ from typing import Any, Iterator, Mapping
 
 from infra import roles, schedules
 from infra.naming import COMPUTE_INSTANCE as COMPUTE_INSTANCE_NAME
+from infra.rules import UNKNOWN as UNKNOWN_VALUE
 from infra.rules import Resource, Stack, known, rule
 from infra.security import (
     AKS,
     COMPUTE,
     EXTENSION,
     KEY_VAULT,
+    ML_REGISTRY,
+    ML_REGISTRY_SCOPE,
     REGISTRY,
     ROLE_ASSIGNMENT,
     STORAGE,
@@ -531,3 +534,78 @@ def compute_instances_need_storage_key_access(stack: Stack) -> Iterator[str]:
         for account in stack.sources(workspace, "storageAccount", STORAGE):
             if account.get("allowSharedKeyAccess") is False:
                 yield f"{account.where}: allowSharedKeyAccess is false, but {instances[0].where} needs it to be created"
+
+
+def _private_endpoints(stack: Stack) -> list[tuple[Resource, str, str, str]]:
+    """(endpoint, group, target resource ID, subnet ID) for every private link connection with known values."""
+    found = []
+    for endpoint in stack.of_type(PRIVATE_ENDPOINT):
+        subnet = endpoint.get("subnet.id")
+        for connection in endpoint.get("privateLinkServiceConnections", []) or []:
+            target = connection.get("privateLinkServiceId") if known(connection) else None
+            if known(subnet, target) and target:
+                found += [(endpoint, group, target, subnet) for group in connection.get("groupIds") or []]
+    return found
+
+
+@rule(
+    "platform",
+    whole_stack=True,
+    source="Network isolation with Azure Machine Learning registries (how-to-registry-network-isolation): \"Create a "
+    "private endpoint to the registry, storage, and ACR in the **same subnet** as the private endpoint of the Azure "
+    "Machine Learning workspace. If you're trying to connect to multiple registries, create private endpoint for each "
+    "registry and associated storage and ACRs.\" Its storage and ACR live in the managed resource group "
+    "\"azureml-rg-<name-of-your-registry>_<GUID>\"; the storage endpoint's \"Sub-resource\" is \"Blob\".",
+)
+def ml_registry_reached_privately_from_a_vnet(stack: Stack) -> Iterator[str]:
+    """An isolated stack reaches each ML registry, its storage and its ACR through private endpoints beside the workspace's."""
+    if not stack.of_type(VIRTUAL_NETWORK):
+        return
+    registries = sorted({scope for assignment in stack.of_type(ROLE_ASSIGNMENT)
+                         if known(scope := assignment.get("scope", "")) and ML_REGISTRY_SCOPE.fullmatch(scope)})  # fmt: skip
+    endpoints = _private_endpoints(stack)
+    workspace_subnets = {subnet for _, group, _, subnet in endpoints if group == "amlworkspace"}
+    for registry in registries:
+        name = registry.rsplit("/", 1)[-1]
+        managed = re.compile(rf"/subscriptions/[^/]+/resourceGroups/azureml-rg-{re.escape(name)}_[^/]+/providers/(?P<type>[^/]+/[^/]+)/[^/]+", re.I)
+        needed = {
+            "amlregistry": ("the registry", lambda target: target.lower() == registry.lower()),
+            "blob": ("its storage", lambda target: (m := managed.fullmatch(target)) is not None and m["type"].lower() == "microsoft.storage/storageaccounts"),
+            "registry": ("its ACR", lambda target: (m := managed.fullmatch(target)) is not None and m["type"].lower() == "microsoft.containerregistry/registries"),
+        }  # fmt: skip
+        for group, (what, matches) in needed.items():
+            found = [(endpoint, subnet) for endpoint, g, target, subnet in endpoints if g == group and matches(target)]
+            if not found:
+                yield f"ML registry {name!r}: this stack has a VNet but no private endpoint to {what} (group {group})"
+            for endpoint, subnet in found:
+                if workspace_subnets and subnet not in workspace_subnets:
+                    yield f"{endpoint.where}: to {what} of ML registry {name!r}, in another subnet than the workspace's private endpoint"
+
+
+@rule(
+    "platform",
+    source="Network isolation with Azure Machine Learning registries: \"Clients need to be connected to the VNet to "
+    "which the registry is connected with a private endpoint.\" dev's stage and CI run on GitHub-hosted runners, "
+    "outside any VNet, and they publish: the registry keeps public network access, with Entra ID auth.",
+)
+def ml_registry_reachable_from_ci(resource: Resource) -> Iterator[str]:
+    """The ML registry stays reachable from dev and from CI: public network access, Entra ID auth."""
+    if resource.type == ML_REGISTRY and resource.get("publicNetworkAccess") not in ("Enabled", UNKNOWN_VALUE):
+        yield f"{resource.where}: publicNetworkAccess is {resource.get('publicNetworkAccess')!r}; dev and CI publish from outside any VNet"
+
+
+@rule(
+    "platform",
+    source="Secure an Azure Machine Learning workspace with virtual networks, Prerequisites: \"Your Azure Container "
+    "Registry must be Premium version.\" An isolated environment gives the ML registry's system-created ACR a private "
+    "endpoint (how-to-registry-network-isolation), and its example creates it \"acrAccountSku\": \"Premium\".",
+)
+def ml_registry_acr_is_premium(resource: Resource) -> Iterator[str]:
+    """The ML registry's system-created container registry is Premium in every region, so prod can reach it privately."""
+    if resource.type != ML_REGISTRY:
+        return
+    for region in resource.get("regionDetails", []) or []:
+        for details in (region.get("acrDetails") or [{}]) if known(region) else ():
+            sku = details.get("systemCreatedAcrAccount", {}).get("acrAccountSku") if known(details) else UNKNOWN_VALUE
+            if sku not in ("Premium", UNKNOWN_VALUE):
+                yield f"{resource.where}: region {region.get('location')!r} has an ACR of SKU {sku!r}; allowed: Premium"

@@ -58,6 +58,7 @@ DEFAULT_BASE = "dev"
 DEFAULT_ENVIRONMENT = "e2e"
 GITHUB_ENVIRONMENT_KEY = f"{PROJECT}:githubEnvironment"
 KEY_VAULT_KEY = f"{PROJECT}:keyVault"
+ML_REGISTRY_KEY = f"{PROJECT}:mlRegistry"
 
 # GitHub-hosted jobs stop at 6 hours ("Each job in a workflow can run for up to 6 hours of execution time",
 # Actions limits); the e2e workflow gives this run 330 minutes of its 360 and keeps the rest for its setup
@@ -209,6 +210,9 @@ def e2e_config(stack: str, base: str, environment: str, config_dir: Path = ROOT)
     if (config.get(KEY_VAULT_KEY) or {}).get("purgeProtection") is True:
         problems.append(f"stack {base!r} has Key Vault purge protection: its vault would outlive the test")
     config[GITHUB_ENVIRONMENT_KEY] = environment
+    # never the real ML registry: an ephemeral copy of dev would publish to it, and its role assignments there would
+    # outlive nothing but be one more writer (infra/ml_registry.py). The copy trains its own models
+    config.pop(ML_REGISTRY_KEY, None)
     if not problems:
         # the program's own validation (names included: the stack name is part of them), before anything exists
         raw = {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}

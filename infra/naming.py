@@ -91,6 +91,13 @@ RULES = {
 }
 
 
+# "Length can be 2-32 characters. Alphanumerics, underscore, and hyphen are allowed. ... Needs to start with an
+# alphanumeric." (how-to-manage-registries); the REST spec's pattern ^[a-zA-Z0-9][a-zA-Z0-9\-_]{2,32}$ wants 3 or more
+ML_REGISTRY_RULE = Rule(
+    "Azure ML registry", r"[A-Za-z0-9][A-Za-z0-9_-]{2,31}", "3-32 letters, digits, '-' and '_', starting with a letter or digit"
+)
+
+
 def workstation_user_part(user: str) -> str:
     """What of a user's name goes into their compute instance's name (see Names.workstation)."""
     return re.sub(r"[^a-z0-9]+", "-", user.lower()).strip("-")[:WORKSTATION_USER_LENGTH].rstrip("-")
@@ -173,4 +180,23 @@ class Names:
         found = [RULES[f.name].check(getattr(self, f.name)) for f in fields(self)]
         # the longest private endpoint name the network component builds
         found.append(_NETWORK.check(self.private_endpoint("workspace", "amlworkspace")))
+        return [problem for problem in found if problem]
+
+
+@dataclass(frozen=True)
+class MlRegistryNames:
+    """The ML registry stack's names (ml-registry/). The registry's name is unique in the Entra tenant and can never
+    change ("Registry name is unique within your organization (Microsoft Entra tenant)"; "You can't change registry
+    names after creation", how-to-manage-registries), so it carries the stack's suffix as every global name does."""
+
+    resource_group: str
+    registry: str
+
+    @classmethod
+    def build(cls, project: str, stack: str, prefix: str, generation: int = 0) -> MlRegistryNames:
+        suffix = stack_suffix(project, stack, prefix, generation)
+        return cls(resource_group=f"rg-{prefix}-ml-registry", registry=f"mlr-{prefix}-{suffix}")
+
+    def problems(self) -> list[str]:
+        found = (RULES["resource_group"].check(self.resource_group), ML_REGISTRY_RULE.check(self.registry))
         return [problem for problem in found if problem]

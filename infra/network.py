@@ -31,6 +31,9 @@ PRIVATE_DNS_ZONES = {
     "file": ("privatelink.file.core.windows.net",),
     "vault": ("privatelink.vaultcore.azure.net",),
     "registry": ("privatelink.azurecr.io",),
+    # "Azure Machine Learning registry (Microsoft.MachineLearningServices/registries) | amlregistry |
+    # privatelink.api.azureml.ms" (how-to-registry-network-isolation): the workspace's zone, no new one
+    "amlregistry": ("privatelink.api.azureml.ms",),
 }
 
 
@@ -132,41 +135,47 @@ class PrivateNetwork(pulumi.ComponentResource):
             "keyvault": (workspace.key_vault, ("vault",)),
             "registry": (workspace.registry, ("registry",)),
         }
+        self._stack, self._zones = stack, zones
         # what compute in the VNet needs before its first start: "You must use a workspace private endpoint for
         # the compute resource to communicate with Azure Machine Learning services from the VNet."
         self.endpoints_ready: list[pulumi.Resource] = []
         for target, (resource, groups) in targets.items():
             for group in groups:
-                endpoint_name = names.private_endpoint(target, group)
-                endpoint = declare(
-                    "azure-native:network:PrivateEndpoint",
-                    f"pe-{target}-{group}",
-                    {
-                        "privateEndpointName": endpoint_name,
-                        "subnet": {"id": self._subnet_id(Names.PRIVATE_ENDPOINT_SUBNET)},
-                        "privateLinkServiceConnections": [
-                            {"name": endpoint_name, "privateLinkServiceId": resource.id, "groupIds": [group]}
-                        ],
-                        **common,
-                    },
-                    child,
-                )
-                dns = declare(
-                    "azure-native:network:PrivateDnsZoneGroup",
-                    f"pe-{target}-{group}-dns",
-                    {
-                        "privateDnsZoneGroupName": "default",
-                        "privateEndpointName": endpoint_name,
-                        "resourceGroupName": stack.resource_group_name,
-                        "privateDnsZoneConfigs": [
-                            {"name": zone.replace(".", "-"), "privateDnsZoneId": zones[zone].id}
-                            for zone in PRIVATE_DNS_ZONES[group]
-                        ],
-                    },
-                    pulumi.ResourceOptions(parent=self, depends_on=[endpoint]),
-                )
-                self.endpoints_ready += [endpoint, dns]
+                self.endpoints_ready += self.connect(target, resource.id, group, self)
         self.register_outputs({"virtual_network_id": self.vnet.id})
+
+    def connect(self, target: str, resource_id: pulumi.Input[str], group: str, parent: pulumi.Resource) -> list[pulumi.Resource]:
+        """A private endpoint in the private endpoint subnet to one private link group of a resource, and its DNS
+        records in the stack's zones for that group: the endpoint and its zone group."""
+        stack = self._stack
+        endpoint_name = stack.names.private_endpoint(target, group)
+        endpoint = declare(
+            "azure-native:network:PrivateEndpoint",
+            f"pe-{target}-{group}",
+            {
+                "privateEndpointName": endpoint_name,
+                "subnet": {"id": self._subnet_id(Names.PRIVATE_ENDPOINT_SUBNET)},
+                "privateLinkServiceConnections": [{"name": endpoint_name, "privateLinkServiceId": resource_id, "groupIds": [group]}],
+                "resourceGroupName": stack.resource_group_name,
+                "location": stack.settings.location,
+                "tags": stack.settings.tags,
+            },
+            pulumi.ResourceOptions(parent=parent),
+        )
+        dns = declare(
+            "azure-native:network:PrivateDnsZoneGroup",
+            f"pe-{target}-{group}-dns",
+            {
+                "privateDnsZoneGroupName": "default",
+                "privateEndpointName": endpoint_name,
+                "resourceGroupName": stack.resource_group_name,
+                "privateDnsZoneConfigs": [
+                    {"name": zone.replace(".", "-"), "privateDnsZoneId": self._zones[zone].id} for zone in PRIVATE_DNS_ZONES[group]
+                ],
+            },
+            pulumi.ResourceOptions(parent=parent, depends_on=[endpoint]),
+        )
+        return [endpoint, dns]
 
     def _subnet_id(self, subnet: str) -> pulumi.Output[str]:
         return pulumi.Output.concat(self.vnet.id, "/subnets/", subnet)

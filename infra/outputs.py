@@ -30,6 +30,12 @@ AUTOMATION_CLIENT_ID = "automation_client_id"
 WORKSTATIONS = "workstation_names"
 # only exported (as a Pulumi secret) when the stack's config asks for a client secret
 AUTOMATION_CLIENT_SECRET = "automation_client_secret"
+# the ML registry the stack promotes through (config mlRegistry): exported only when it has one. Its name is what an
+# MLClient for it takes (registry_name); "publish" (dev) or "read" (every other environment) is what the stack's
+# automation identity may do there (infra/ml_registry.py)
+ML_REGISTRY_NAME = "ml_registry_name"
+ML_REGISTRY_ACCESS = "ml_registry_access"
+ML_REGISTRY_ACCESS_VALUES = ("publish", "read")
 
 # every key the post-provision stage needs; a stack exports all of them
 REQUIRED = (
@@ -51,8 +57,22 @@ REQUIRED = (
 # keys a stack exports only when it has what they name. Never exported as null: the engine drops an
 # output whose value is None (pulumi/runtime/rpc.py, serialize_properties), so `pulumi stack output`
 # would not show it anyway, and a reader must treat absence as "none"
-OPTIONAL = (GPU_CLUSTER,)
+OPTIONAL = (GPU_CLUSTER, ML_REGISTRY_NAME, ML_REGISTRY_ACCESS)
 # keys whose value is a JSON object of names rather than one name: exported by every stack, absence reads as empty
 MAPS = (WORKSTATIONS,)
 # keys that must only ever be exported as Pulumi secrets
 SECRET = (AUTOMATION_CLIENT_SECRET,)
+
+# The ML registry's own stack (ml-registry/): what the environments' stacks read through a StackReference
+ML_REGISTRY_STACK = {
+    "name": "ml_registry_name",
+    "id": "ml_registry_id",
+    "location": "ml_registry_location",
+    # the registry's system-created storage account and container registry (in its managed resource group): an
+    # isolated environment gives each a private endpoint (how-to-registry-network-isolation)
+    "storage_id": "ml_registry_storage_id",
+    "acr_id": "ml_registry_acr_id",
+    # the two custom roles, by their full role definition IDs
+    "reader_role_id": "ml_registry_reader_role_id",
+    "publisher_role_id": "ml_registry_publisher_role_id",
+}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+import uuid
+from dataclasses import dataclass
+from typing import Iterable, Union
 
 import pulumi
 from pulumi_azure_native import authorization
@@ -27,6 +29,24 @@ STORAGE_BLOB_DATA_READER = "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
 # authentication between Azure Machine Learning and other services", Accessing storage services).
 TEAM_ROLES = (AZUREML_DATA_SCIENTIST, STORAGE_BLOB_DATA_READER)
 
+# The ML registry's two custom roles (infra/ml_registry.py), with exactly the actions "Manage Azure Machine Learning
+# registries" lists ("Add users to the registry"): to only read assets, registries/read ("list registries and get
+# registry metadata") and registries/assets/read ("browse assets and use the assets in a workspace"); to create them
+# too, registries/assets/write ("Create assets in registries"). Not registries/assets/delete: a promoted version is
+# archived, never deleted. The built-in AzureML Registry User grants registries/assets/*, delete included.
+ML_REGISTRY_ROLE_ACTIONS = {
+    "reader": ("Microsoft.MachineLearningServices/registries/read", "Microsoft.MachineLearningServices/registries/assets/read"),
+    "publisher": ("Microsoft.MachineLearningServices/registries/read", "Microsoft.MachineLearningServices/registries/assets/read",
+                  "Microsoft.MachineLearningServices/registries/assets/write"),
+}  # fmt: skip
+
+
+def ml_registry_role_guid(kind: str, registry_id: str) -> str:
+    """A custom role's name (a GUID), the same for the same registry wherever it is computed: the registry's stack
+    defines the role under it, and the rules recognise it at that registry's scope."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"azureml-platform/ml-registry-{kind}/{registry_id.lower()}"))
+
+
 NAMES = {
     ACR_PULL: "AcrPull",
     AZUREML_DATA_SCIENTIST: "AzureML Data Scientist",
@@ -37,6 +57,17 @@ NAMES = {
 }
 
 
+@dataclass(frozen=True)
+class CustomRole:
+    """A role the platform defines itself (infra/ml_registry.py), by its full role definition ID."""
+
+    definition_id: pulumi.Input[str]
+    name: str
+
+
+Role = Union[str, CustomRole]  # a built-in role's GUID (NAMES), or a custom role
+
+
 def role_definition_id(subscription_id: pulumi.Input[str], role: str) -> pulumi.Output[str]:
     return pulumi.Output.concat(
         "/subscriptions/", subscription_id, "/providers/Microsoft.Authorization/roleDefinitions/", role
@@ -44,7 +75,7 @@ def role_definition_id(subscription_id: pulumi.Input[str], role: str) -> pulumi.
 
 
 def grant_all(
-    grants: Iterable[tuple[str, str, pulumi.Input[str]]],
+    grants: Iterable[tuple[str, Role, pulumi.Input[str]]],
     *,
     principal_id: pulumi.Input[str],
     subscription_id: pulumi.Input[str],
@@ -63,11 +94,11 @@ def grant_all(
             "azure-native:authorization:RoleAssignment",
             name,
             {
-                "roleDefinitionId": role_definition_id(subscription_id, role),
+                "roleDefinitionId": role.definition_id if isinstance(role, CustomRole) else role_definition_id(subscription_id, role),
                 "scope": scope,
                 "principalId": principal_id,
                 "principalType": principal_type.value,
-                "description": f"{NAMES[role]}, granted by Pulumi",
+                "description": f"{role.name if isinstance(role, CustomRole) else NAMES[role]}, granted by Pulumi",
                 "name": None,  # ARM's answer: the assignment's GUID
             },
             pulumi.ResourceOptions(parent=parent),

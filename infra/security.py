@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from infra import outputs, roles
 from infra.rules import Resource, Stack, known, rule
+from infra.settings import PUBLISHING_ENVIRONMENT
 
 STORAGE = "azure-native:storage:StorageAccount"
 KEY_VAULT = "azure-native:keyvault:Vault"
@@ -21,6 +22,9 @@ COMPUTE = "azure-native:machinelearningservices:Compute"
 AKS = "azure-native:containerservice:ManagedCluster"
 EXTENSION = "azure-native:kubernetesconfiguration:Extension"
 ROLE_ASSIGNMENT = "azure-native:authorization:RoleAssignment"
+ROLE_DEFINITION = "azure-native:authorization:RoleDefinition"
+ML_REGISTRY = "azure-native:machinelearningservices:Registry"
+ML_REGISTRY_SCOPE = re.compile(r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices/registries/[^/]+", re.IGNORECASE)
 VIRTUAL_NETWORK = "azure-native:network:VirtualNetwork"
 # losing one of these loses data, models, images or secrets
 STATEFUL = (WORKSPACE, STORAGE, KEY_VAULT, REGISTRY)
@@ -263,11 +267,70 @@ def least_privilege_roles(resource: Resource) -> Iterator[str]:
     role = role_id.rsplit("/", 1)[-1]
     if role in PRIVILEGED_ROLES:
         yield f"{resource.where}: grants {PRIVILEGED_ROLES[role]}, a privileged role"
+    elif (registry_role := ml_registry_role(resource)) is not None:
+        if principal_type in PEOPLE and registry_role != "reader":
+            yield f"{resource.where}: principalType {principal_type} holds the ML registry's {registry_role} role; people only read it"
     elif role not in roles.NAMES:
-        yield f"{resource.where}: grants role {role}, which is not on the reviewed list in infra/roles.py"
+        if known(scope):  # unknown: it may be an ML registry's own role, recognised by its scope
+            yield f"{resource.where}: grants role {role}, which is not on the reviewed list in infra/roles.py"
     elif principal_type in PEOPLE and role not in roles.TEAM_ROLES:
         team = ", ".join(roles.NAMES[team_role] for team_role in roles.TEAM_ROLES)
         yield f"{resource.where}: principalType {principal_type} holds {roles.NAMES[role]}; people hold only the team's roles ({team})"
+
+
+def ml_registry_role(resource: Resource) -> str | None:
+    """"reader" or "publisher" when a role assignment grants one of an ML registry's two custom roles at that
+    registry's scope (roles.ml_registry_role_guid); None otherwise."""
+    scope, role_id = resource.get("scope", ""), resource.get("roleDefinitionId", "")
+    if not known(scope, role_id) or not ML_REGISTRY_SCOPE.fullmatch(scope):
+        return None
+    guid = role_id.rsplit("/", 1)[-1].lower()
+    return next((kind for kind in roles.ML_REGISTRY_ROLE_ACTIONS if roles.ml_registry_role_guid(kind, scope) == guid), None)
+
+
+@rule("security", whole_stack=True)
+def ml_registry_roles(stack: Stack) -> Iterator[str]:
+    """An ML registry is reached only through its two custom roles: the publisher by dev's automation identity alone."""
+    for resource in stack.of_type(ROLE_ASSIGNMENT):
+        scope = resource.get("scope", "")
+        if not known(scope) or not ML_REGISTRY_SCOPE.fullmatch(scope):
+            continue
+        kind = ml_registry_role(resource)
+        if kind is None and known(resource.get("roleDefinitionId")):
+            yield (f"{resource.where}: grants {resource.get('roleDefinitionId').rsplit('/', 1)[-1]} on an ML registry; only "
+                   "its reader and publisher roles are granted there (AzureML Registry User, Contributor and Owner also "
+                   "write and delete)")  # fmt: skip
+        elif kind == "publisher" and (stack.environment != PUBLISHING_ENVIRONMENT or resource.get("principalType") != "ServicePrincipal"):
+            yield (f"{resource.where}: the ML registry's publisher role goes to the {PUBLISHING_ENVIRONMENT} stack's "
+                   f"automation identity only, not to a {resource.get('principalType')} of {stack.environment!r}")  # fmt: skip
+
+
+@rule("security")
+def ml_registry_role_definitions(resource: Resource) -> Iterator[str]:
+    """The ML registry's custom roles hold exactly the documented actions, nothing that deletes, on its resource group only."""
+    if resource.type != ROLE_DEFINITION:
+        return
+    name = resource.get("roleName", "")
+    kind = next((kind for kind in roles.ML_REGISTRY_ROLE_ACTIONS if known(name) and name.startswith(f"AzureML Registry {kind.title()} ")), None)
+    if kind is None:
+        yield f"{resource.where}: {name!r} is not one of the ML registry's roles, the only custom roles the platform defines"
+        return
+    for permission in resource.get("permissions", []) or []:
+        if sorted(permission.get("actions", [])) != sorted(roles.ML_REGISTRY_ROLE_ACTIONS[kind]) or any(
+            permission.get(key) for key in ("notActions", "dataActions", "notDataActions")
+        ):
+            yield (f"{resource.where}: the {kind} role holds {permission.get('actions')} (and data actions "
+                   f"{permission.get('dataActions')}); exactly {list(roles.ML_REGISTRY_ROLE_ACTIONS[kind])}")  # fmt: skip
+    for scope in resource.get("assignableScopes", []) or []:
+        if known(scope) and not re.fullmatch(r"/subscriptions/[^/]+/resourceGroups/[^/]+", scope, re.IGNORECASE):
+            yield f"{resource.where}: assignable at {scope!r}; only at the ML registry's resource group"
+
+
+@rule("security")
+def ml_registry_protected(resource: Resource) -> Iterator[str]:
+    """The ML registry holds every promoted model: it is protected wherever it is."""
+    if resource.type == ML_REGISTRY and not resource.protect:
+        yield f"{resource.where}: the ML registry must be protected"
 
 
 @rule("security")

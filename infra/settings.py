@@ -18,6 +18,11 @@ from infra.naming import COMPUTE_INSTANCE as COMPUTE_INSTANCE_RULE
 from infra.naming import WORKSTATION_USER_LENGTH, Names
 
 PROJECT = "azureml-platform"
+# the ML registry's own Pulumi project (ml-registry/Pulumi.yaml), and the one environment that may publish to it
+ML_REGISTRY_PROJECT = "azureml-platform-ml-registry"
+PUBLISHING_ENVIRONMENT = "dev"
+# a fully qualified stack name, as a StackReference takes it (the DIY backends' organization is "organization")
+STACK_REFERENCE = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 ENVIRONMENTS = ("dev", "prod")
 LOCATION_KEY = "azure-native:location"
 
@@ -188,6 +193,19 @@ class WorkstationSettings:
 
 
 @dataclass(frozen=True)
+class MlRegistryLink:
+    """Where an environment's stack reads the ML registry's outputs: a StackReference to its stack (ml-registry/)."""
+
+    stack: str  # <organization>/<project>/<stack>
+    environment: str
+
+    @property
+    def access(self) -> str:
+        """dev publishes what it tested; every other environment only reads (infra/ml_registry.py)."""
+        return "publish" if self.environment == PUBLISHING_ENVIRONMENT else "read"
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str
     stack: str
@@ -214,6 +232,8 @@ class Settings:
     workstations: WorkstationSettings | None = None
     # the Entra group of the data scientists, granted their roles once; None: each listed user is granted them
     data_scientists_group: str | None = None
+    # the ML registry stack the environment promotes through; None: it has none (each environment trains its own)
+    ml_registry: MlRegistryLink | None = None
 
     @property
     def tags(self) -> dict[str, str]:
@@ -616,6 +636,15 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
                     f"{project}:dataScientistsGroup is the objectId of {project}:workstations.users[{index}] "
                     f"({user.name!r}), a user; expected the object ID of an Entra group"
                 )
+    ml_registry = None
+    if root.has("mlRegistry"):
+        link = root.section("mlRegistry")
+        reference = link.text("stack", pattern=STACK_REFERENCE, means=f"<organization>/{ML_REGISTRY_PROJECT}/<stack>")
+        link.unknown()
+        if reference and STACK_REFERENCE.fullmatch(reference) and reference.split("/")[1] != ML_REGISTRY_PROJECT:
+            problems.append(f"{project}:mlRegistry.stack is {reference!r}, a stack of project {reference.split('/')[1]!r}; "
+                            f"expected one of the ML registry's project {ML_REGISTRY_PROJECT!r} (ml-registry/Pulumi.yaml)")  # fmt: skip
+        ml_registry = MlRegistryLink(stack=reference, environment=environment) if reference else None
     settings = Settings(
         project=project,
         stack=stack,
@@ -680,6 +709,7 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
         ),
         workstations=workstations,
         data_scientists_group=group,
+        ml_registry=ml_registry,
     )
     if gpu_enabled is False and gpu.values:
         gpu.read.update(gpu.values)  # the template fields of a switched-off cluster are known, not typos
@@ -720,10 +750,79 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
     return settings
 
 
-def load() -> Settings:
-    """The running stack's settings (`pulumi up`/`preview`, or a test under `set_mocks`)."""
+def _running_config() -> tuple[dict[str, Any], str, str]:
+    """The running stack's config, stack and project (`pulumi up`/`preview`, or a test under `set_mocks`)."""
     import pulumi
     from pulumi.runtime import config as runtime_config
 
-    config = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    return parse(config, pulumi.get_stack(), pulumi.get_project())
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}, pulumi.get_stack(), pulumi.get_project()
+
+
+def load() -> Settings:
+    """The running platform stack's settings."""
+    return parse(*_running_config())
+
+
+# -- the ML registry's stack (ml-registry/) -------------------------------------------------------------------------
+
+# the registry's system-created storage: the kinds the REST spec allows, without Premium (blob storage for model
+# files; SystemCreatedStorageAccount.storageAccountType, registries.json 2025-12-01)
+ML_REGISTRY_STORAGE_TYPES = ("Standard_LRS", "Standard_GRS", "Standard_RAGRS", "Standard_ZRS", "Standard_GZRS", "Standard_RAGZRS")
+
+
+@dataclass(frozen=True)
+class MlRegistrySettings:
+    project: str
+    stack: str
+    location: str  # the primary region: "You can't change the primary region after registry creation"
+    # more regions the registry replicates to; each environment's workspace region must be one of them
+    replication_locations: tuple[str, ...]
+    name_prefix: str
+    name_generation: int
+    storage_account_type: str
+
+    @property
+    def locations(self) -> tuple[str, ...]:
+        return (self.location, *(where for where in self.replication_locations if where != self.location))
+
+    @property
+    def tags(self) -> dict[str, str]:
+        # "shared": every environment reads it, and the rules treat it as prod's stateful resources
+        return {**stack_tags(self.stack, self.project), "environment": "shared"}
+
+
+def parse_ml_registry(config: Mapping[str, Any], stack: str, project: str = ML_REGISTRY_PROJECT) -> MlRegistrySettings:
+    """The ML registry stack's config (`ml-registry/Pulumi.<stack>.yaml`), every problem at once, as `parse`."""
+    from infra.naming import MlRegistryNames
+
+    problems: list[str] = []
+    own = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{project}:")}
+    root = _Reader(own, lambda field: f"{project}:{field}", problems)
+    location = config.get(LOCATION_KEY)
+    if not location or not AZURE_LOCATION.fullmatch(location):
+        problems.append(f"{LOCATION_KEY} is {location!r}; expected an Azure region name such as westeurope")
+    replication = root.texts("replicationLocations")
+    for index, where in enumerate(replication):
+        if not AZURE_LOCATION.fullmatch(where):
+            problems.append(f"{project}:replicationLocations[{index}] is {where!r}; expected an Azure region name such as northeurope")
+    settings = MlRegistrySettings(
+        project=project,
+        stack=stack,
+        location=location,
+        replication_locations=replication,
+        name_prefix=root.text("namePrefix"),
+        name_generation=root.whole("nameGeneration", default=0),
+        storage_account_type=root.text("storageAccountType", default="Standard_ZRS", choices=ML_REGISTRY_STORAGE_TYPES),
+    )
+    root.unknown()
+    if settings.name_prefix and not problems:
+        bad = MlRegistryNames.build(project, stack, settings.name_prefix, settings.name_generation).problems()
+        problems += [f"{project}:namePrefix {settings.name_prefix!r} (stack {stack!r}) {problem}" for problem in bad]
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def load_ml_registry() -> MlRegistrySettings:
+    """The running ML registry stack's settings."""
+    return parse_ml_registry(*_running_config())

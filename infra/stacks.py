@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from infra.settings import PROJECT
+from infra.settings import ML_REGISTRY_PROJECT, PROJECT
 
 PROTECT_KEY = f"{PROJECT}:protect"
 # prod is protected whatever its config file says: a missing or mistyped key must not unprotect it
@@ -37,7 +37,12 @@ def stack_config(stack: str, root: Path) -> dict:
 
 
 def is_protected(stack: str, root: Path) -> bool:
-    """True for prod and for any stack whose config sets `azureml-platform:protect: true`."""
+    """True for prod, for any stack whose config sets `azureml-platform:protect: true`, and for every stack of the ML
+    registry's project (ml-registry/): it holds every promoted model."""
+    project = Path(root) / "Pulumi.yaml"
+    if project.is_file() and (yaml.safe_load(project.read_text()) or {}).get("name") == ML_REGISTRY_PROJECT:
+        stack_config(stack, root)  # a stack that does not exist is an error all the same
+        return True
     protect = stack_config(stack, root).get(PROTECT_KEY, False)
     if not isinstance(protect, bool):
         raise StackConfigError(f"Pulumi.{stack}.yaml: '{PROTECT_KEY}' must be true or false, not {protect!r}")
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack check: {error}", file=sys.stderr)
         return 2
     if protected:
-        print(f"stack check: '{stack}' is protected (prod or '{PROTECT_KEY}: true'): refusing", file=sys.stderr)
+        print(f"stack check: '{stack}' is protected (prod, '{PROTECT_KEY}: true', or the ML registry): refusing", file=sys.stderr)
         return 1
     return 0
 

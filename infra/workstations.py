@@ -27,7 +27,7 @@ from infra.arm import declare
 from infra.context import StackContext
 from infra.naming import workstation_user_part
 from infra.network import PrivateNetwork
-from infra.settings import ScheduleSettings
+from infra.settings import ScheduleSettings, Settings
 from infra.workspace import Workspace
 
 # What Azure cannot change on an existing compute instance; a change replaces it (deleted first: its name stays)
@@ -74,20 +74,20 @@ class TeamAccess(pulumi.ComponentResource):
                 (f"{prefix}-blob-data", roles.STORAGE_BLOB_DATA_READER, workspace.storage.id),
             )
 
-        common = dict(subscription_id=stack.subscription_id, parent=self)
         self.assignments: list[pulumi.CustomResource] = []
-        if settings.data_scientists_group:
-            self.assignments += roles.grant_all(
-                grants("team"), principal_id=settings.data_scientists_group,
-                principal_type=authorization.PrincipalType.GROUP, **common,
-            )  # fmt: skip
-        else:
-            for user in settings.workstations.users if settings.workstations else ():
-                self.assignments += roles.grant_all(
-                    grants(f"user-{workstation_user_part(user.name)}"), principal_id=user.object_id,
-                    principal_type=authorization.PrincipalType.USER, **common,
-                )  # fmt: skip
+        for prefix, principal_id, principal_type in team_principals(settings):
+            self.assignments += roles.grant_all(grants(prefix), principal_id=principal_id, principal_type=principal_type,
+                                                subscription_id=stack.subscription_id, parent=self)  # fmt: skip
         self.register_outputs({})
+
+
+def team_principals(settings: Settings) -> list[tuple[str, str, authorization.PrincipalType]]:
+    """Who the team's roles go to, as (logical name prefix, object ID, principal type): the data scientists' group
+    when the stack names one, else each listed user."""
+    if settings.data_scientists_group:
+        return [("team", settings.data_scientists_group, authorization.PrincipalType.GROUP)]
+    users = settings.workstations.users if settings.workstations else ()
+    return [(f"user-{workstation_user_part(user.name)}", user.object_id, authorization.PrincipalType.USER) for user in users]
 
 
 @dataclass(frozen=True)

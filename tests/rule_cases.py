@@ -17,7 +17,7 @@ from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import rpc
 
 from infra import constraints, roles, rules, security
-from stack_harness import SUBSCRIPTION_ID, Resource, StackRun, revealed
+from stack_harness import ML_REGISTRY, SUBSCRIPTION_ID, Resource, StackRun, revealed
 
 
 @dataclass(frozen=True)
@@ -256,6 +256,34 @@ def cases() -> list[Case]:
         Case("purge-protection-is-never-false", "dev", set_input(security.KEY_VAULT, None, "properties.enablePurgeProtection", False), "does not accept"),
         Case("extension-enables-a-workload", "dev", set_input(security.EXTENSION, None, "configurationSettings.enableInference", "False"), "neither"),
         *workstation_cases(),
+        *ml_registry_cases(),
+    ]
+
+
+def ml_registry_cases() -> list[Case]:
+    """The rules on the ML registry's stack and on each environment's way to it."""
+    registry = ML + ":Registry"
+    definition = security.ROLE_DEFINITION
+    built_in_registry_user = "1823dd4f-9b8c-4ab6-ab4e-7397a3684615"  # AzureML Registry User: registries/assets/*
+    reader_of = lambda items: items[_only(items, ROLE, "automation-ml-registry")].props["roleDefinitionId"]  # noqa: E731
+    return [
+        Case("ml-registry-roles", "prod", set_input(ROLE, "automation-ml-registry", "roleDefinitionId", role_id(built_in_registry_user)), "only its reader and publisher roles"),
+        Case("ml-registry-roles", "dev", set_input(ROLE, "automation-ml-registry", "roleDefinitionId", role_id(CONTRIBUTOR)), "only its reader and publisher roles"),
+        # prod's automation identity given dev's publisher role: the role for that registry, computed as its stack does
+        Case("ml-registry-roles", "prod", lambda items: set_input(ROLE, "automation-ml-registry", "roleDefinitionId", reader_of(items).rsplit("/", 1)[0] + "/"
+                                                                   + roles.ml_registry_role_guid("publisher", items[_only(items, ROLE, "automation-ml-registry")].props["scope"]))(items),
+             "publisher role goes to the dev stack's automation identity only"),
+        Case("least-privilege-roles", "prod+team", lambda items: set_input(ROLE, "team-ml-registry", "roleDefinitionId", reader_of(items).rsplit("/", 1)[0] + "/"
+                                                                            + roles.ml_registry_role_guid("publisher", items[_only(items, ROLE, "team-ml-registry")].props["scope"]))(items),
+             "people only read it"),
+        Case("ml-registry-role-definitions", ML_REGISTRY, set_input(definition, "publisher-role", "permissions",
+             [{"actions": [*roles.ML_REGISTRY_ROLE_ACTIONS["publisher"], "Microsoft.MachineLearningServices/registries/assets/delete"]}]), "exactly"),
+        Case("ml-registry-role-definitions", ML_REGISTRY, set_input(definition, "reader-role", "assignableScopes", [f"/subscriptions/{SUBSCRIPTION_ID}"]), "only at the ML registry's resource group"),
+        Case("ml-registry-protected", ML_REGISTRY, set_options(registry, None, protect=False), "must be protected"),
+        Case("ml-registry-reachable-from-ci", ML_REGISTRY, set_input(registry, None, "publicNetworkAccess", "Disabled"), "dev and CI publish"),
+        Case("ml-registry-acr-is-premium", ML_REGISTRY, set_input(registry, None, "regionDetails", [{"location": "westeurope", "acrDetails": [{"systemCreatedAcrAccount": {"acrAccountSku": "Standard"}}]}]), "allowed: Premium"),
+        Case("ml-registry-reached-privately-from-a-vnet", "prod", drop(lambda e: e.resource.name == "pe-mlregistry-storage-blob"), "no private endpoint to its storage (group blob)"),
+        Case("ml-registry-reached-privately-from-a-vnet", "prod", set_input(PRIVATE_ENDPOINT, "pe-mlregistry-acr-registry", "subnet.id", "/subscriptions/x/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet/subnets/snet-other"), "another subnet"),
     ]
 
 

@@ -95,6 +95,8 @@ _ARM = {
         lambda i, n: f"/providers/Microsoft.Network/privateEndpoints/{i['privateEndpointName']}/privateDnsZoneGroups/{n}",
     ),
     "azure-native:privatedns:PrivateZone": ("privateZoneName", lambda i, n: f"/providers/Microsoft.Network/privateDnsZones/{n}"),
+    "azure-native:machinelearningservices:Registry": (
+        "registryName", lambda i, n: f"/providers/Microsoft.MachineLearningServices/registries/{n}"),
     "azure-native:privatedns:VirtualNetworkLink": (
         "virtualNetworkLinkName",
         lambda i, n: f"/providers/Microsoft.Network/privateDnsZones/{i['privateZoneName']}/virtualNetworkLinks/{n}",
@@ -140,7 +142,9 @@ class PlatformMocks(pulumi.runtime.Mocks):
     identity, the computed fields the program reads, and a 409 for a role assignment that exists. A resource
     type it has no answer for fails the run, so a new type cannot pass on an echo of its own inputs."""
 
-    def __init__(self):
+    def __init__(self, stack_references: Mapping[str, Mapping[str, Any]] | None = None):
+        # fully qualified stack name -> its outputs as the engine stores them: what a StackReference reads
+        self.stack_references = dict(stack_references or {})
         self.role_assignments: dict[tuple[str, str, str], str] = {}
         # (region, lower-case name) -> logical name: a compute instance's name is unique in its region
         self.compute_instances: dict[tuple[str, str], str] = {}
@@ -166,6 +170,16 @@ class PlatformMocks(pulumi.runtime.Mocks):
             self.role_assignments[key] = args.name
             name = _uuid(*key)  # Pulumi names a role assignment with a new GUID
             return f"{inputs['scope']}/providers/Microsoft.Authorization/roleAssignments/{name}", {**inputs, "name": name}
+        if token == "azure-native:authorization:RoleDefinition":
+            # a custom role's ID is the subscription's, wherever it was created (its scope: a resource group here)
+            arm_id = f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/roleDefinitions/{inputs['roleDefinitionId']}"
+            return arm_id, {**inputs, "name": inputs["roleDefinitionId"], "type": "Microsoft.Authorization/roleDefinitions"}
+        if token == "pulumi:pulumi:StackReference":
+            # read, not created: the engine answers with the referenced stack's outputs, or fails as `pulumi` does
+            stack = args.name
+            if stack not in self.stack_references:
+                raise ArmRefused(f"unknown stack {stack!r} (a StackReference reads only a stack that exists)")
+            return stack, {"name": stack, "outputs": dict(self.stack_references[stack]), "secretOutputNames": []}
         if token == "azuread:index/application:Application":
             object_id = _uuid("application", inputs["displayName"])
             state = {**inputs, "objectId": object_id, "clientId": _uuid("client", inputs["displayName"])}
@@ -240,7 +254,35 @@ class PlatformMocks(pulumi.runtime.Mocks):
                     "fqdn": f"{inputs.get('dnsPrefix', name)}.hcp.{inputs['location']}.azmk8s.io"}  # fmt: skip
         if token == "azure-native:kubernetesconfiguration:Extension":
             return {"provisioningState": "Succeeded"}
+        if token == "azure-native:machinelearningservices:Registry":
+            return PlatformMocks._registry(name, arm_id, inputs)
         return {}
+
+    @staticmethod
+    def _registry(name: str, arm_id: str, inputs: dict) -> dict:
+        """Azure creates the registry's storage and container registry in a managed resource group
+        ("azureml-rg-<name-of-your-registry>_<GUID>", how-to-registry-network-isolation) and fills in their IDs
+        ("This is populated once the storage account is created", registries.json)."""
+        managed = _group_id(f"azureml-rg-{name}_{_uuid(arm_id, 'managed')}")
+        acr = f"{managed}/providers/Microsoft.ContainerRegistry/registries/{name.replace('-', '').replace('_', '')}acr"
+        regions = []
+        for index, region in enumerate(inputs["regionDetails"]):
+            storage = f"{managed}/providers/Microsoft.Storage/storageAccounts/{_uuid(arm_id, region['location']).replace('-', '')[:24]}"
+            regions.append({
+                **region,
+                "storageAccountDetails": [{"systemCreatedStorageAccount": {
+                    **region["storageAccountDetails"][0]["systemCreatedStorageAccount"], "armResourceId": {"resourceId": storage}}}],
+                "acrDetails": [{"systemCreatedAcrAccount": {
+                    **region["acrDetails"][0]["systemCreatedAcrAccount"], "armResourceId": {"resourceId": acr}}}],
+            })  # fmt: skip
+        location = inputs["location"]
+        return {
+            "regionDetails": regions,
+            "identity": {**inputs["identity"], **_identity(arm_id)},
+            "managedResourceGroup": {"resourceId": managed},
+            "discoveryUrl": f"https://{location}.api.azureml.ms/registrymanagement/v1.0/registries/{name}/discovery",
+            "mlFlowRegistryUri": f"azureml://{location}.api.azureml.ms/mlflow/v1.0{arm_id}",
+        }
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list]:
         self.invokes.append(args.token)
@@ -299,6 +341,14 @@ class Resource:
         """A cloud resource, not a component."""
         return not self.type.startswith("azureml-platform:")
 
+    @property
+    def role_name(self) -> str:
+        """A role assignment's role: a built-in one's name (infra/roles.py), or "ML registry reader"/"publisher"."""
+        from infra import roles, security
+
+        guid = self.inputs["roleDefinitionId"].rsplit("/", 1)[-1]
+        return roles.NAMES.get(guid) or f"ML registry {security.ml_registry_role(self.rule_view())}"
+
     def rule_view(self) -> rules.Resource:
         """This resource as the rules in infra/ see it."""
         return rules.Resource(
@@ -315,6 +365,7 @@ class StackRun:
     outputs: Mapping[str, Any]  # as the engine stores them, secrets revealed
     secret_outputs: frozenset[str]  # the export keys that are Pulumi secrets
     dropped_outputs: frozenset[str]  # exported in Python, gone on the wire (their value was None)
+    reads: tuple[tuple[str, str], ...] = ()  # (type, name) of what the program read: its StackReferences
 
     def of_type(self, token: str) -> list[Resource]:
         return [resource for resource in self.resources if resource.type == token]
@@ -335,6 +386,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
         self.requests: dict[str, Any] = {}
+        self.reads: list[tuple[str, str]] = []  # (type, name) of every resource read, not created (StackReference)
+
+    def ReadResource(self, request):
+        self.reads.append((request.type, request.name))
+        return super().ReadResource(request)
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
@@ -384,9 +440,9 @@ def only_problem(config: Mapping[str, str], stack: str = "dev") -> str:
     return problems[0]
 
 
-def stack_config(stack_name: str) -> dict[str, str]:
+def stack_config(stack_name: str, root: Path = ROOT) -> dict[str, str]:
     """The stack file's config as the Pulumi engine hands it to the program: every value a string."""
-    raw = stacks.stack_config(stack_name, ROOT)
+    raw = stacks.stack_config(stack_name, root)
     config = {key: FAKE_PEM for key in SECRET_KEYS}
     for key, value in raw.items():
         if isinstance(value, dict) and set(value) == {"secure"}:  # encrypted for a secrets provider we lack
@@ -396,24 +452,27 @@ def stack_config(stack_name: str) -> dict[str, str]:
 
 
 def evaluate(
-    stack_name: str, config: Mapping[str, str], monitor: RecordingMonitor | None = None, preview: bool = False
+    stack_name: str, config: Mapping[str, str], monitor: RecordingMonitor | None = None, preview: bool = False,
+    program: Path = ROOT, project: str = PROJECT,
 ) -> StackRun:
-    """Run `__main__.py` once for `stack_name` with `config`, as `pulumi up` (or `pulumi preview` with
-    `preview`) would; raises what the program raises. Pass a `monitor` to see what was registered before a
-    failure.
+    """Run `<program>/__main__.py` once for `stack_name` of `project` with `config`, as `pulumi up` (or `pulumi
+    preview` with `preview`) would; raises what the program raises. Pass a `monitor` to see what was registered
+    before a failure. By default the platform's program, its StackReference answered by the ML registry's stack.
     """
     monitor = monitor or RecordingMonitor(PlatformMocks())
+    if project == PROJECT and isinstance(monitor.mocks, PlatformMocks) and not monitor.mocks.stack_references:
+        monitor.mocks.stack_references = ml_registry_references()  # evaluated first: the runtime is process-global
     runtime_settings.ROOT.set(None)  # set_mocks only builds a fresh root stack when none is set
     secret_keys = [key for key, value in config.items() if key in SECRET_KEYS or value == FAKE_SECURE_VALUE]
     pulumi.runtime.set_all_config(dict(config), secret_keys)
-    pulumi.runtime.set_mocks(monitor.mocks, project=PROJECT, stack=stack_name, preview=preview, monitor=monitor)
+    pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack_name, preview=preview, monitor=monitor)
 
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(program / "__main__.py"), run_name="__main__")))
 
     exports = runtime_settings.get_root_resource().outputs
     outputs, secret = engine_outputs(exports)
     dropped = frozenset(set(exports) - set(outputs))
-    return StackRun(stack_name, dict(config), monitor.resources_registered(), outputs, secret, dropped)
+    return StackRun(stack_name, dict(config), monitor.resources_registered(), outputs, secret, dropped, tuple(monitor.reads))
 
 
 def engine_outputs(exports: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
@@ -458,11 +517,35 @@ def with_team(config: Mapping[str, str], users=TEAM_USERS, group: str | None = N
 
 @functools.lru_cache(maxsize=None)
 def run_stack(stack_name: str) -> StackRun:
-    """The stack file's program evaluation (or a TEAM_STACKS variant's), once per stack per process."""
+    """The stack file's program evaluation (or a TEAM_STACKS variant's, or the ML registry's), once per stack per
+    process."""
+    if stack_name == ML_REGISTRY:
+        return evaluate(ML_REGISTRY_STACK, stack_config(ML_REGISTRY_STACK, ML_REGISTRY_DIR), program=ML_REGISTRY_DIR,
+                        project=settings.ML_REGISTRY_PROJECT, monitor=RecordingMonitor(PlatformMocks()))  # fmt: skip
     if stack_name in TEAM_STACKS:
         base, group = TEAM_STACKS[stack_name]
         return evaluate(base, with_team(stack_config(base), group=group))
     return evaluate(stack_name, stack_config(stack_name))
+
+
+ML_REGISTRY_DIR = ROOT / "ml-registry"
+ML_REGISTRY_STACK = "shared"
+# run_stack's name for the ML registry's stack (ml-registry/Pulumi.shared.yaml), beside the platform's stacks
+ML_REGISTRY = "ml-registry"
+
+
+def every_stack() -> list[str]:
+    """Every stack the rules hold: the platform's stack files, each with a team, and the ML registry's."""
+    return stack_names() + sorted(TEAM_STACKS) + [ML_REGISTRY]
+
+
+def ml_registry_references() -> dict[str, Mapping[str, Any]]:
+    """What each environment's StackReference reads: the registry stack's outputs as the engine stores them, under
+    the name every stack file gives it (the one stack, whatever organization the files name)."""
+    outputs = run_stack(ML_REGISTRY).outputs
+    names = {json.loads(config[f"{PROJECT}:mlRegistry"])["stack"] for config in map(stack_config, stack_names())
+             if f"{PROJECT}:mlRegistry" in config}  # fmt: skip
+    return {name: outputs for name in names}
 
 
 def stack_names() -> list[str]:

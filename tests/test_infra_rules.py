@@ -4,10 +4,10 @@ import pytest
 
 from infra import outputs, rules, security
 from rule_cases import cases, entries, rule_stack
-from stack_harness import TEAM_STACKS, engine_outputs, run_stack, stack_names
+from stack_harness import engine_outputs, every_stack, run_stack
 
 # the stack files, and each with a team (workstations and the team's grants: none are in the files)
-STACKS = stack_names() + sorted(TEAM_STACKS)
+STACKS = every_stack()
 CASES = cases()
 RULES = {registered.name: registered for registered in rules.rules()}
 

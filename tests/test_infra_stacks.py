@@ -135,7 +135,7 @@ def test_workspace_links_its_dependencies(stack, settings):
 def grants(stack, principal_id):
     """(role name, scope's last segment) for every role assignment to `principal_id`."""
     return {
-        (roles.NAMES[r.inputs["roleDefinitionId"].rsplit("/", 1)[-1]], r.inputs["scope"].rsplit("/", 1)[-1])
+        (r.role_name, r.inputs["scope"].rsplit("/", 1)[-1])
         for r in stack.of_type("azure-native:authorization:RoleAssignment")
         if r.inputs["principalId"] == principal_id
     }
@@ -168,11 +168,13 @@ def test_automation_identity_federates_with_github(stack, settings):
     assert not stack.of_type("azure-native:keyvault:Secret")
 
 
-def test_automation_identity_is_scoped_to_the_workspace(stack):
+def test_automation_identity_is_scoped_to_the_workspace_and_the_ml_registry(stack, settings):
     principal = state(stack, "azuread:index/servicePrincipal:ServicePrincipal")["objectId"]
     assert grants(stack, principal) == {
         ("AzureML Data Scientist", state(stack, f"{ML}:Workspace")["name"]),
         ("Storage Blob Data Contributor", state(stack, "azure-native:storage:StorageAccount")["name"]),
+        # dev publishes the model it tested; prod reads it (tests/test_ml_registry.py)
+        (f"ML registry {'publisher' if settings.environment == 'dev' else 'reader'}", stack.outputs["ml_registry_name"]),
     }
 
 
@@ -195,7 +197,8 @@ def test_cpu_cluster(stack, settings):
 
 
 def test_clusters_sit_in_the_training_subnet_without_public_ips_once_the_workspace_is_reachable(stack, settings):
-    endpoints = {r.urn for r in stack.of_type(f"{NETWORK}:PrivateEndpoint")}
+    # the workspace's own private endpoints (the ML registry's come later, from the stage's first promotion on)
+    endpoints = {r.urn for r in stack.of_type(f"{NETWORK}:PrivateEndpoint") if not r.name.startswith("pe-mlregistry")}
     for cluster in [r for r in stack.of_type(f"{ML}:Compute") if r.name.endswith("-cluster")]:
         properties = cluster.inputs["properties"]["properties"]
         if settings.network.isolated:
@@ -366,8 +369,9 @@ def test_the_private_network(stack, settings):
     assert subnets["snet-private-endpoints"]["privateEndpointNetworkPolicies"] == "Disabled"
     assert all(subnet["defaultOutboundAccess"] is False for subnet in subnets.values())
     # one private endpoint per private link group, each in the subnet and registered in its zones
-    endpoints = {r.inputs["privateLinkServiceConnections"][0]["groupIds"][0]: r for r in stack.of_type(f"{NETWORK}:PrivateEndpoint")}
-    assert set(endpoints) == set(PRIVATE_DNS_ZONES)
+    endpoints = {r.inputs["privateLinkServiceConnections"][0]["groupIds"][0]: r for r in stack.of_type(f"{NETWORK}:PrivateEndpoint")
+                 if not r.name.startswith("pe-mlregistry")}  # the ML registry's: tests/test_ml_registry.py
+    assert set(endpoints) == set(PRIVATE_DNS_ZONES) - {"amlregistry"}
     targets = {"amlworkspace": f"{ML}:Workspace", "blob": "azure-native:storage:StorageAccount", "file": "azure-native:storage:StorageAccount",
                "vault": "azure-native:keyvault:Vault", "registry": "azure-native:containerregistry:Registry"}  # fmt: skip
     zones = {r.inputs["privateZoneName"]: r for r in stack.of_type("azure-native:privatedns:PrivateZone")}

@@ -36,7 +36,7 @@ def instances(run):
 def people_grants(run):
     """(principal, principalType, role name, scope) of every role assignment to a group or user."""
     return {
-        (r.inputs["principalId"], r.inputs["principalType"], roles.NAMES[r.inputs["roleDefinitionId"].rsplit("/", 1)[-1]], r.inputs["scope"])
+        (r.inputs["principalId"], r.inputs["principalType"], r.role_name, r.inputs["scope"])
         for r in run.of_type(ROLE)
         if r.inputs["principalType"] in ("Group", "User")
     }  # fmt: skip
@@ -44,7 +44,10 @@ def people_grants(run):
 
 def team_grants(run, principal, principal_type):
     workspace, storage = run.one(f"{ML}:Workspace").id, run.one("azure-native:storage:StorageAccount").id
-    return {(principal, principal_type, "AzureML Data Scientist", workspace), (principal, principal_type, "Storage Blob Data Reader", storage)}
+    found = {(principal, principal_type, "AzureML Data Scientist", workspace), (principal, principal_type, "Storage Blob Data Reader", storage)}
+    if run.outputs[outputs.ENVIRONMENT] == "prod":  # prod's data scientists read the ML registry (tests/test_ml_registry.py)
+        found.add((principal, principal_type, "ML registry reader", run.one(ROLE, "automation-ml-registry").inputs["scope"]))
+    return found
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -89,7 +92,7 @@ def test_one_personal_workstation_per_user(stack):
 def test_prod_workstations_have_no_public_ip_and_dev_ones_do():
     prod = run_stack("prod+team")
     vnet = prod.one("azure-native:network:VirtualNetwork").id
-    endpoints = {r.urn for r in prod.of_type("azure-native:network:PrivateEndpoint")}
+    endpoints = {r.urn for r in prod.of_type("azure-native:network:PrivateEndpoint") if not r.name.startswith("pe-mlregistry")}
     for instance in instances(prod):
         properties = instance.inputs["properties"]["properties"]
         assert properties["subnet"] == {"id": f"{vnet}/subnets/snet-training"}

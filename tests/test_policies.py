@@ -26,9 +26,9 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 from infra import rules, security
 from policies import pack
 from rule_cases import cases, entries
-from stack_harness import ROOT, TEAM_STACKS, run_stack, stack_names
+from stack_harness import ROOT, every_stack, run_stack
 
-STACKS = stack_names() + sorted(TEAM_STACKS)  # the stack files, and each with a team
+STACKS = every_stack()  # the stack files, each with a team, and the ML registry's
 CASES = cases()
 POLICIES = {policy.name: policy for policy in pack.policies()}
 
