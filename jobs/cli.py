@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     local = target.add_argument_group("local target")
     local.add_argument("--data-dir", type=Path, default=Path("data"), help="folder with the catalog's data files (default: data/)")
     local.add_argument("--work-dir", type=Path, default=Path(".local"), help="MLflow store, runs, logs (default: .local/)")
+    local.add_argument("--env", metavar="NAME", help="a local environment (dev, prod...): its MLflow store, runs and served "
+                       "models under <work dir>/NAME/ (default: none, the work dir itself)")  # fmt: skip
     local.add_argument("--trials", type=int, default=3, help="sweep trial budget (default: 3)")
     local.add_argument("--fix", metavar="NAME=VALUE", action="append", default=[], type=_fixed,
                        help="fix a sweep search_space parameter instead of sampling it, e.g. --fix epochs=5")  # fmt: skip
@@ -109,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("schedule", parents=[target],
                         help="Azure: create or update each workload's retraining schedule and its endpoints' monitors "
                              "for the stack's environment")  # fmt: skip
+    promote = commands.add_parser("promote", parents=[target], help="publish an environment's champion to the ML registry, "
+                                  "compare it in the next environment, roll it out there (or --rollback)")  # fmt: skip
+    promote.add_argument("--from", dest="source", metavar="ENV", help="the environment whose model is promoted (dev)")
+    promote.add_argument("--to", dest="destination", metavar="ENV", required=True, help="the environment it goes to (prod)")
+    promote.add_argument("--from-data-dir", type=Path, help="the source environment's data (default: --data-dir)")
+    promote.add_argument("--version", help="the source's registered version to promote (default: its latest)")
+    promote.add_argument("--force", action="store_true", help="roll out even a candidate that scores worse there")
+    promote.add_argument("--rollback", action="store_true", help="serve again what --to served before its last promotion")
     bench = commands.add_parser("bench", parents=[target], help="load-test the served endpoint: requests/s, latency, errors")
     bench.add_argument("--concurrency", type=_positive(int), default=load_test.CONCURRENCY,
                        help=f"requests in flight, on one connection each (default: {load_test.CONCURRENCY})")
@@ -159,7 +169,7 @@ def make_target(args: argparse.Namespace, resources: contextlib.ExitStack):
     from jobs.local.target import LocalTarget
 
     serving = args.command in ("serve", "bench")  # `run` sends one request: one server worker starts sooner
-    target = LocalTarget(args.data_dir, args.work_dir, args.trials, dict(args.fix), args.seed,
+    target = LocalTarget(args.data_dir, args.work_dir / (args.env or ""), args.trials, dict(args.fix), args.seed,
                          args.port if args.command == "serve" else 0, workers=2 if serving else 1, parallel=args.parallel,
                          automl_minutes=args.automl_minutes)  # fmt: skip
     resources.callback(target.close)
@@ -340,8 +350,43 @@ def monitor(args, target) -> int:
     return monitoring.run_local(target, workload, print, args.production, args.since, args.until)
 
 
+def promote(args, target) -> int:
+    """Locally: the four steps between two local environments (jobs/promotion.py); exit code 1 when the target's
+    comparison refuses the candidate, and nothing changed."""
+    from jobs import promotion
+    from jobs.local.target import LocalTarget
+
+    if not args.local:
+        raise FlowError("promote runs between local environments (--local) in this version: the Azure promotion "
+                        "(--from-outputs, --to-outputs, the ML registry's MLClient) is not built yet")  # fmt: skip
+    if args.env:
+        raise FlowError("promote names its environments with --from and --to, not --env")
+    workload = one_workload(args)
+    destination = LocalTarget(args.data_dir, args.work_dir / args.destination, workers=1)
+    try:
+        if args.rollback:
+            promotion.rollback(destination, workload, print)
+            return 0
+        if not args.source:
+            raise FlowError("promote needs --from ENV (or --rollback)")
+        source = LocalTarget(args.from_data_dir or args.data_dir, args.work_dir / args.source, workers=1)
+        registry = promotion.LocalMlRegistry(args.work_dir / promotion.ML_REGISTRY_FOLDER)
+        try:
+            promotion.promote(source, destination, registry, workload, print, environments=(args.source, args.destination),
+                              version=args.version, force=args.force)  # fmt: skip
+        except promotion.PromotionRefused as refused:
+            print(f"refused: {refused}", file=sys.stderr)
+            return 1
+        finally:
+            source.close()
+    finally:
+        destination.close()
+    return 0
+
+
 COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status,
-            "bench": bench, "pipeline": pipeline, "schedule": schedule, "batch": batch, "monitor": monitor}
+            "bench": bench, "pipeline": pipeline, "schedule": schedule, "batch": batch, "monitor": monitor,
+            "promote": promote}
 
 
 def main(argv: list[str] | None = None) -> int:

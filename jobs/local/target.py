@@ -275,23 +275,44 @@ class LocalTarget:
         deployments alike: AZUREML_MODEL_DIR/<name>/<version>/<model folder>; returns that version's folder."""
         import mlflow
 
-        self.client  # noqa: B018  (points mlflow at the local store)
         folder = self.work_dir / "models" / model.name / model.version
         if not (folder / "model" / "MLmodel").is_file():
             shutil.rmtree(folder, ignore_errors=True)
-            mlflow.artifacts.download_artifacts(f"models:/{model.name}/{model.version}", dst_path=str(folder / "model"))
+            # through this target's own registry, not mlflow's global one: environments (jobs/promotion.py) each have theirs
+            source = self.client.get_model_version_download_uri(model.name, model.version)
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(folder / "model"), tracking_uri=self.tracking_uri)
         return folder
 
     def latest_model(self, workload: Workload) -> RegisteredModel:
-        found = self.client.search_model_versions(f"name='{workload.model}'", order_by=["version_number DESC"], max_results=1)
+        return self.registered_model(workload)
+
+    def registered_model(self, workload: Workload, version: str | None = None) -> RegisteredModel:
+        """The workload's registered model: its latest version, or `version`."""
+        query = f"name='{workload.model}'" + (f" and version_number={int(version)}" if version else "")
+        found = self.client.search_model_versions(query, order_by=["version_number DESC"], max_results=1)
         if not found:
+            what = f"{workload.model} version {version}" if version else f"{workload.model} model"
             raise FlowError(
-                f"no {workload.model} model in the local registry {self.tracking_uri}: run "
+                f"no {what} in the local registry {self.tracking_uri}: run "
                 f"`python -m jobs run --local --workload {workload.name}` first"
             )
-        version = found[0]
-        value = float(version.tags.get(workload.metric, "nan"))
-        return RegisteredModel(version.name, str(version.version), workload.metric, value, version.tags.get("source_run", ""))
+        found = found[0]
+        value = float(found.tags.get(workload.metric, "nan"))
+        return RegisteredModel(found.name, str(found.version), workload.metric, value, found.tags.get("source_run", ""))
+
+    def model_tags(self, model: RegisteredModel) -> dict[str, str]:
+        return dict(self.client.get_model_version(model.name, model.version).tags)
+
+    def register_published(self, workload: Workload, published, measured: float) -> RegisteredModel:
+        """An ML registry version (jobs/promotion.py) as this environment's next registered version: its files
+        unchanged, tagged with its lineage and the metric this environment measured on its own held-out rows."""
+        if not self.client.search_registered_models(filter_string=f"name='{workload.model}'"):
+            self.client.create_registered_model(workload.model)
+        lineage = {key: str(value) for key, value in published.lineage.items() if key != "files"}
+        tags = {**{f"lineage.{key}": value for key, value in lineage.items()}, "metric": workload.metric,
+                workload.metric: repr(measured), "workload": workload.name, "ml_registry_version": published.version}  # fmt: skip
+        version = self.client.create_model_version(workload.model, str(published.model_dir), tags=tags)
+        return RegisteredModel(workload.model, str(version.version), workload.metric, measured, lineage.get("source_run", ""))
 
     def close(self) -> None:
         for name in list(self.servers) + list(self.collectors):
