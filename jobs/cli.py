@@ -112,13 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Azure: create or update each workload's retraining schedule and its endpoints' monitors "
                              "for the stack's environment")  # fmt: skip
     promote = commands.add_parser("promote", parents=[target], help="publish an environment's champion to the ML registry, "
-                                  "compare it in the next environment, roll it out there (or --rollback)")  # fmt: skip
-    promote.add_argument("--from", dest="source", metavar="ENV", help="the environment whose model is promoted (dev)")
-    promote.add_argument("--to", dest="destination", metavar="ENV", required=True, help="the environment it goes to (prod)")
-    promote.add_argument("--from-data-dir", type=Path, help="the source environment's data (default: --data-dir)")
-    promote.add_argument("--version", help="the source's registered version to promote (default: its latest)")
+                                  "compare it in the next environment and roll it out there (or --rollback)")  # fmt: skip
+    promote.add_argument("--from", dest="source", metavar="ENV", help="the environment whose model is promoted: a local "
+                         "environment (--local) or a stack (`pulumi stack output`); Azure: publishes only, without --to")  # fmt: skip
+    promote.add_argument("--to", dest="destination", metavar="ENV", help="the environment it goes to; Azure: without "
+                         "--from, compares and rolls out the ML registry's --version (default: its newest)")  # fmt: skip
+    promote.add_argument("--from-outputs", type=Path, metavar="FILE", help="the source stack's outputs, in place of --from")
+    promote.add_argument("--to-outputs", type=Path, metavar="FILE", help="the target stack's outputs, in place of --to")
+    promote.add_argument("--from-data-dir", type=Path, help="local: the source environment's data (default: --data-dir)")
+    promote.add_argument("--version", help="the source's registered version (default: its latest); with --to alone in "
+                         "Azure, the ML registry's version")  # fmt: skip
     promote.add_argument("--force", action="store_true", help="roll out even a candidate that scores worse there")
-    promote.add_argument("--rollback", action="store_true", help="serve again what --to served before its last promotion")
+    promote.add_argument("--rollback", action="store_true", help="serve again what --to's live version replaced")
     bench = commands.add_parser("bench", parents=[target], help="load-test the served endpoint: requests/s, latency, errors")
     bench.add_argument("--concurrency", type=_positive(int), default=load_test.CONCURRENCY,
                        help=f"requests in flight, on one connection each (default: {load_test.CONCURRENCY})")
@@ -351,36 +356,71 @@ def monitor(args, target) -> int:
 
 
 def promote(args, target) -> int:
-    """Locally: the four steps between two local environments (jobs/promotion.py); exit code 1 when the target's
-    comparison refuses the candidate, and nothing changed."""
+    """The four steps between two environments (jobs/promotion.py): local ones, or two stacks' workspaces and their ML
+    registry. Exit code 1 when the target's comparison refuses the candidate, and nothing changed."""
     from jobs import promotion
+
+    workload = one_workload(args)
+    if args.local or not (args.from_outputs or args.to_outputs):
+        return _promote_local(args, workload)
+    from jobs.azure import commands
+    from jobs.azure.promotion import AzureEnvironment, AzureMlRegistry, check_pair, registry_client
+
+    source_outputs = commands.load_outputs(args.source, args.from_outputs) if args.source or args.from_outputs else None
+    target_outputs = commands.load_outputs(args.destination, args.to_outputs) if args.destination or args.to_outputs else None
+    registry_name = check_pair(source_outputs, None if args.rollback else target_outputs)
+    if args.dry_run:
+        print(commands.dry_run_promotion(source_outputs, target_outputs, workload, args.data_dir))
+        return 0
+    published = None
+    if source_outputs is not None and not args.rollback:
+        source = AzureEnvironment(commands.target(source_outputs, args.from_data_dir or args.data_dir))
+        registry = AzureMlRegistry(registry_client(source.target.credential, registry_name), registry_name, source.name)
+        published = promotion.publish(source, registry, workload, args.version, print)
+    if target_outputs is None:
+        return 0
+    destination = AzureEnvironment(commands.target(target_outputs, args.data_dir))
+    destination.target.prepare([workload], print, data=False)  # the environments its deployments pin
+    if args.rollback:
+        promotion.rollback(destination, workload, print)
+        return 0
+    registry = AzureMlRegistry(registry_client(destination.target.credential, registry_name), registry_name, destination.name)
+    published = published or (registry.get(workload.model, args.version) if args.version else registry.newest(workload.model))
+    try:
+        promotion.adopt(destination, registry, published, workload, print, force=args.force)
+    except promotion.PromotionRefused as refused:
+        print(f"refused: {refused}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _promote_local(args, workload) -> int:
+    from jobs import promotion
+    from jobs.local.promotion import ML_REGISTRY_FOLDER, LocalEnvironment, LocalMlRegistry
     from jobs.local.target import LocalTarget
 
-    if not args.local:
-        raise FlowError("promote runs between local environments (--local) in this version: the Azure promotion "
-                        "(--from-outputs, --to-outputs, the ML registry's MLClient) is not built yet")  # fmt: skip
     if args.env:
         raise FlowError("promote names its environments with --from and --to, not --env")
-    workload = one_workload(args)
-    destination = LocalTarget(args.data_dir, args.work_dir / args.destination, workers=1)
+    if not args.destination:
+        raise FlowError("promote needs --to ENV")
+    destination = LocalEnvironment(args.destination, LocalTarget(args.data_dir, args.work_dir / args.destination, workers=1))
     try:
         if args.rollback:
             promotion.rollback(destination, workload, print)
             return 0
         if not args.source:
-            raise FlowError("promote needs --from ENV (or --rollback)")
-        source = LocalTarget(args.from_data_dir or args.data_dir, args.work_dir / args.source, workers=1)
-        registry = promotion.LocalMlRegistry(args.work_dir / promotion.ML_REGISTRY_FOLDER)
+            raise FlowError("promote --local needs --from ENV (or --rollback)")
+        source = LocalEnvironment(args.source, LocalTarget(args.from_data_dir or args.data_dir, args.work_dir / args.source, workers=1))
+        registry = LocalMlRegistry(args.work_dir / ML_REGISTRY_FOLDER)
         try:
-            promotion.promote(source, destination, registry, workload, print, environments=(args.source, args.destination),
-                              version=args.version, force=args.force)  # fmt: skip
+            promotion.promote(source, destination, registry, workload, print, version=args.version, force=args.force)
         except promotion.PromotionRefused as refused:
             print(f"refused: {refused}", file=sys.stderr)
             return 1
         finally:
-            source.close()
+            source.target.close()
     finally:
-        destination.close()
+        destination.target.close()
     return 0
 
 
@@ -396,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command in AZURE_ONLY and not (args.stack or args.outputs):
                 raise FlowError(f"`{args.command}` applies to Azure ML: add --stack NAME or --outputs FILE"
                                 + (" (locally, `serve` deploys the latest model)" if args.command == "deploy" else ""))  # fmt: skip
+            if args.command == "promote":
+                return promote(args, None)
             if args.dry_run and (args.stack or args.outputs):
                 dry_run(args)
             else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import shutil
 import threading
 import time
 from collections import Counter
@@ -276,6 +277,11 @@ class ModelOperations(AssetOperations):
         with self.lock:
             model = self.store[(name, str(version))]
         folder = Path(download_path) / name / model.path.rstrip("/").rsplit("/", 1)[-1]
+        if Path(model.path).is_dir():  # registered from files on this machine (a promotion): those files
+            shutil.copytree(model.path, folder, dirs_exist_ok=True)
+            with self.lock:
+                self.downloads.append((name, str(version)))
+            return
         folder.mkdir(parents=True, exist_ok=True)
         automl = "/outputs/mlflow-model" in model.path
         flavor = {"loader_module": "mlflow.sklearn", "env": {"conda": "conda.yaml"}, "model_path": "model.pkl"}
@@ -537,6 +543,13 @@ class DeploymentOperations:
         self.sim.sleep("online_deployments.list")
         with self.lock:
             return [d for (e, _), d in self.store.items() if e == endpoint_name]
+
+    def get(self, name: str, endpoint_name: str):
+        self.sim.sleep("online_deployments.get")
+        with self.lock:
+            if (endpoint_name, name) not in self.store:
+                raise ResourceNotFoundError(f"deployment {name} of {endpoint_name} not found")
+            return self.store[(endpoint_name, name)]
 
     def begin_delete(self, name: str, endpoint_name: str):
         self.sim.sleep("online_deployments.delete")

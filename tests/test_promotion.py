@@ -6,14 +6,25 @@ train.py in this process (tests/test_score.py's helper) on generated bank market
 from __future__ import annotations
 
 import json
+import re
+from types import SimpleNamespace
 
 import pytest
+from azure.ai.ml.entities import Model
+from azure.core.exceptions import ServiceRequestError
 
+from infra import outputs as keys
 from jobs import cli, promotion
+from jobs.azure.commands import dry_run_promotion
+from jobs.azure.promotion import ENVIRONMENTS_TAG, AzureEnvironment, AzureMlRegistry, check_pair
+from jobs.azure.target import AzureTarget
 from jobs.flow import FlowError, model_folder
+from jobs.local.promotion import LocalEnvironment, LocalMlRegistry
 from jobs.local.target import LocalTarget
 from jobs.workloads import load_workloads
+from tests.azure_fake import AssetOperations, FakeWorkspace, ModelOperations, Simulation, arm_error
 from tests.bank_sample import bank_frame
+from tests.test_azure_stage import OUTPUTS
 from tests.test_score import trained_root
 
 (BANK,) = load_workloads(["bank-marketing"])
@@ -52,14 +63,14 @@ def test_dev_to_prod_serves_dev_files_unchanged_refuses_a_weaker_model_and_rolls
     served = prod.registered_model(BANK, "1")
     dev_files = promotion.file_hashes(model_folder(dev.model_dir(dev.registered_model(BANK, first))))
     assert promotion.file_hashes(model_folder(prod.model_dir(served))) == dev_files
-    tags = prod.model_tags(served)
+    tags = LocalEnvironment("prod", prod).model_tags(served)
     assert tags["lineage.source_environment"] == "dev" and tags["lineage.source_version"] == first
     assert tags["lineage.data"] == BANK.data.file and len(tags["lineage.git_commit"]) in (40, len("unknown"))
-    assert tags["ml_registry_version"] == "1" and "nothing live yet" in printed
+    assert tags[promotion.REGISTRY_VERSION_TAG] == "1" and tags[promotion.PREVIOUS_TAG] == "" and "nothing live yet" in printed
     assert "local-bank-marketing answers the sample with bank-marketing-classifier:1" in printed
     # the ML registry holds the files, their hashes, and the conda spec they serve with
-    (published,) = promotion.LocalMlRegistry(work / "ml-registry").versions(BANK.model)
-    assert published.lineage["files"] == dev_files and (published.folder / "conda.yaml").is_file()
+    (published,) = LocalMlRegistry(work / "ml-registry").versions(BANK.model)
+    assert published.lineage["files"] == dev_files and (work / "ml-registry" / BANK.model / "1" / "conda.yaml").is_file()
 
     # a weaker dev run (trained on 80 rows): prod measures it on its own held-out rows and keeps what it serves
     weaker = registered_in(dev, tmp_path_factory.mktemp("weak"), bank_frame(80, seed=5))
@@ -67,30 +78,154 @@ def test_dev_to_prod_serves_dev_files_unchanged_refuses_a_weaker_model_and_rolls
     refusal = capsys.readouterr().err
     assert f"prod keeps version 1: the candidate {BANK.model}:2 scores {BANK.metric}=" in refusal
     assert f"against the live model's {BANK.metric}=" in refusal
-    assert [entry["version"] for entry in promotion.history(prod, BANK)] == ["1"]
+    assert [str(m.version) for m in prod.client.search_model_versions(f"name='{BANK.model}'")] == ["1"]  # nothing changed
 
-    # --force rolls it out all the same; --rollback returns prod to version 1
+    # --force rolls it out all the same; --rollback returns prod to version 1, and then there is nothing before it
     assert cli.main([*arguments, "--from", "dev", "--to", "prod", "--version", weaker, "--force"]) == 0
-    assert prod.registered_model(BANK).version == "2"
+    assert LocalEnvironment("prod", prod).live_version(BANK) == "2"
     assert cli.main([*arguments, "--to", "prod", "--rollback"]) == 0
-    assert "rolled back bank-marketing to bank-marketing-classifier:1" in capsys.readouterr().out
-    assert [(entry["action"], entry["version"]) for entry in promotion.history(prod, BANK)] == [("promote", "1"), ("promote", "2"), ("rollback", "1")]
+    assert "rolled back bank-marketing in prod from bank-marketing-classifier:2 to bank-marketing-classifier:1" in capsys.readouterr().out
+    assert LocalEnvironment("prod", prod).live_version(BANK) == "1"
+    assert cli.main([*arguments, "--to", "prod", "--rollback"]) == 1
+    assert "replaced nothing" in capsys.readouterr().err
 
 
 def test_bad_input_is_named_and_changes_nothing(environments, tmp_path):
     data, work, dev, prod = environments
-    registry = promotion.LocalMlRegistry(tmp_path / "ml-registry")
+    registry = LocalMlRegistry(tmp_path / "ml-registry")
+    source, destination = LocalEnvironment("dev", dev), LocalEnvironment("prod", prod)
     with pytest.raises(FlowError, match=f"no {BANK.model} version 99 in the local registry"):
-        promotion.promote(dev, prod, registry, BANK, lambda line: None, environments=("dev", "prod"), version="99")
+        promotion.promote(source, destination, registry, BANK, lambda line: None, version="99")
     # a model without the environment it serves with cannot go into the ML registry
     model = tmp_path / "model"
     model.mkdir()
     (model / "MLmodel").write_text("flavors: {}\n")
     with pytest.raises(FlowError, match="the model has no conda.yaml"):
-        registry.publish(BANK.model, model, {})
+        registry.publish(BANK.model, model, {}, lambda line: None)
     with pytest.raises(FlowError, match="no bank-marketing-classifier version 7 .published: none"):
         registry.get(BANK.model, "7")
     assert not (tmp_path / "ml-registry").exists()
-    fresh = LocalTarget(data, tmp_path / "staging", workers=1)
-    with pytest.raises(FlowError, match="0 promotion.s. on record; nothing to roll back to"):
+    fresh = LocalEnvironment("staging", LocalTarget(data, tmp_path / "staging", workers=1))
+    with pytest.raises(FlowError, match="staging: bank-marketing serves nothing; nothing to roll back"):
         promotion.rollback(fresh, BANK, lambda line: None)
+    assert cli.main(["promote", "--local", "--workload", "nowhere", "--to", "prod"]) == 1
+
+
+# -- Azure: the same steps over three mocked clients (dev's workspace, the ML registry, prod's workspace) -------------
+
+REGISTRY_NAME = "mlr-mlp-69e5f"
+
+
+def stack_outputs(environment: str) -> dict:
+    return {**OUTPUTS, keys.ENVIRONMENT: environment, keys.WORKSPACE: f"mlw-mlp-{environment}", keys.RESOURCE_GROUP: f"rg-mlp-{environment}",
+            keys.ML_REGISTRY_NAME: REGISTRY_NAME, keys.ML_REGISTRY_ACCESS: "publish" if environment == "dev" else "read"}  # fmt: skip
+
+
+def azure_environment(environment: str, data_dir) -> tuple[AzureEnvironment, FakeWorkspace]:
+    workspace = FakeWorkspace()
+    outputs = stack_outputs(environment)
+    return AzureEnvironment(AzureTarget(workspace.client(outputs), outputs, workspace.tracking, data_dir, poll_seconds=0.002)), workspace
+
+
+def fake_registry(sim=None) -> SimpleNamespace:
+    """An MLClient on the ML registry, at the operations level: its models and environments."""
+    sim = sim or Simulation()
+    return SimpleNamespace(models=ModelOperations(sim), environments=AssetOperations(sim, "environments"))
+
+
+@pytest.fixture(scope="module")
+def azure(environments, tmp_path_factory):
+    """dev's workspace with a model registered from a real train.py run (its files on this machine), prod's with
+    nothing live yet, and an empty ML registry."""
+    data, *_ = environments
+    dev, dev_workspace = azure_environment("dev", data)
+    prod, prod_workspace = azure_environment("prod", data)
+    folder = trained_root(tmp_path_factory.mktemp("azure-dev"), bank_frame(1200), BANK.data.target, BANK.task, BANK.model) / BANK.model / "1"
+    auc = json.loads((folder / "metrics.json").read_text())[BANK.metric]
+    dev_workspace.models.create_or_update(Model(name=BANK.model, version="1", path=str(folder / "model"), type="mlflow_model",
+                                                tags={"workload": BANK.name, "metric": BANK.metric, BANK.metric: f"{auc:.6g}",
+                                                      "source_job": "bank-marketing-lightgbm-1a2b3c", "job": "bank-marketing-lightgbm"}))  # fmt: skip
+    prod.target.prepare([BANK], lambda line: None, data=False)
+    return dev, prod, prod_workspace, fake_registry()
+
+
+def test_in_azure_prod_serves_the_files_dev_published_with_their_lineage(azure):
+    dev, prod, prod_workspace, registry_client = azure
+    lines = []
+    registry = AzureMlRegistry(registry_client, REGISTRY_NAME, "dev")
+    model = promotion.promote(dev, prod, registry, BANK, lines.append)
+    # the ML registry: dev's files, their lineage, and the environments they serve with, created there first
+    published = registry_client.models.get(BANK.model, version="1")
+    assert published.tags["source_environment"] == "dev" and published.tags["source_version"] == "1"
+    assert published.tags["source_job"] == "bank-marketing-lightgbm" and published.tags["data"] == BANK.data.file
+    served_with = published.tags[ENVIRONMENTS_TAG].split(",")
+    assert sorted(e.split(":")[0] for e in served_with) == ["tabular-batch", "tabular-inference"]
+    assert all(registry_client.environments.get(*e.split(":")) for e in served_with)
+    # prod: a version of its own holding the same bytes, tagged with where it came from, rolled out everywhere
+    dev_files = promotion.file_hashes(dev.model_files(dev.registered_model(BANK, "1")))
+    assert promotion.file_hashes(prod.model_files(model)) == dev_files
+    tags = prod_workspace.models.get(BANK.model, version=model.version).tags
+    assert tags["lineage.source_environment"] == "dev" and tags[promotion.REGISTRY_VERSION_TAG] == "1" and tags[promotion.PREVIOUS_TAG] == ""
+    assert {d.model for d in prod_workspace.online_deployments.sent} == {f"azureml:{BANK.model}:{model.version}"}
+    assert prod.live_version(BANK) == model.version
+    assert any("answers the sample" in line for line in lines) and any("nothing live yet" in line for line in lines)
+    # the same files again: nothing new in the registry
+    assert registry.publish(BANK.model, dev.model_files(dev.registered_model(BANK, "1")), {}, lines.append)[1] is False
+
+
+@pytest.mark.parametrize(
+    "source, target, says",
+    [
+        ("prod", "prod", "--from-outputs: stack prod's ml_registry_access is 'read'; a promotion from a stack needs 'publish'"),
+        ("dev", "dev", "--to-outputs: stack dev's ml_registry_access is 'publish'; a promotion to a stack needs 'read'"),
+        ("none", "prod", "--from-outputs: stack dev exports no ml_registry_name"),
+        ("dev", "other", "name different ML registries"),
+    ],
+)
+def test_outputs_of_the_wrong_stack_are_refused_before_anything_connects(source, target, says):
+    outputs = {"dev": stack_outputs("dev"), "prod": stack_outputs("prod"),
+               "none": {k: v for k, v in stack_outputs("dev").items() if k != keys.ML_REGISTRY_NAME},
+               "other": {**stack_outputs("prod"), keys.ML_REGISTRY_NAME: "mlr-elsewhere"}}  # fmt: skip
+    with pytest.raises(FlowError, match=re.escape(says)):
+        check_pair(outputs[source], outputs[target])
+
+
+def failing(error):
+    def call(*args, **kwargs):
+        raise error
+
+    return call
+
+
+def test_a_registry_it_may_not_write_to_or_cannot_reach_and_a_missing_environment_are_named(azure, monkeypatch):
+    dev, prod, _, _ = azure
+    files = dev.model_files(dev.registered_model(BANK, "1"))
+    denied = fake_registry()
+    monkeypatch.setattr(denied.environments, "create_or_update", failing(arm_error(403, "AuthorizationFailed", "does not have authorization")))
+    with pytest.raises(FlowError, match=f"dev may not create environments in the ML registry {REGISTRY_NAME}: .*its publisher role"):
+        AzureMlRegistry(denied, REGISTRY_NAME, "dev").publish(BANK.model, files, {"source_environment": "dev", "source_version": "1"}, print)
+    assert denied.models.created == []
+    unreachable = fake_registry()
+    monkeypatch.setattr(unreachable.models, "get", failing(ServiceRequestError("Failed to resolve 'westeurope.api.azureml.ms'")))
+    with pytest.raises(FlowError, match=f"prod cannot reach the ML registry {REGISTRY_NAME} .read models.: Failed to resolve"):
+        AzureMlRegistry(unreachable, REGISTRY_NAME, "prod").get(BANK.model, "1")
+    # published, then its environment gone from the registry: prod refuses before it downloads or registers anything
+    registry_client = fake_registry()
+    registry = AzureMlRegistry(registry_client, REGISTRY_NAME, "dev")
+    published, _ = registry.publish(BANK.model, files, {"source_environment": "dev", "source_version": "1"}, print)
+    registry_client.environments.store.clear()
+    with pytest.raises(FlowError, match="serves with environment tabular-.*which is not in the registry"):
+        registry.download(published)
+    assert registry_client.models.downloads == []
+    with pytest.raises(FlowError, match=f"ML registry {REGISTRY_NAME}: no {BANK.model} version 9"):
+        registry.get(BANK.model, "9")
+
+
+def test_the_dry_run_prints_every_call_across_the_three_clients(capsys):
+    dry = dry_run_promotion(stack_outputs("dev"), stack_outputs("prod"), BANK)
+    for client in ("[dev workspace mlw-mlp-dev]", f"[ML registry {REGISTRY_NAME}]", "[prod workspace mlw-mlp-prod]"):
+        assert client in dry
+    assert "environments.create_or_update, unless there: tabular-inference" in dry
+    assert f"models.create_or_update {BANK.model}:M" in dry and f"models.create_or_update {BANK.model}:K" in dry
+    assert dry.count("deployment: created at 0%, smoke-tested, then 100%") == len(BANK.online)
+    assert f"model: azureml:{BANK.model}:K" in dry

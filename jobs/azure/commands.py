@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Mapping
 
 import yaml
-from azure.ai.ml.entities import EndpointAuthKeys, JobSchedule
+from azure.ai.ml.entities import EndpointAuthKeys, JobSchedule, Model
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from infra import outputs as keys
@@ -98,7 +98,42 @@ def _state(schedule, outputs: Mapping[str, str | None]) -> str:
 
 def target(outputs: Mapping[str, str | None], data_dir: Path | None = None) -> AzureTarget:
     ml_client, credential = connect(outputs)
-    return AzureTarget(ml_client, outputs, WorkspaceMlflow(ml_client, credential), data_dir)
+    return AzureTarget(ml_client, outputs, WorkspaceMlflow(ml_client, credential), data_dir, credential=credential)
+
+
+def dry_run_promotion(source: Mapping[str, str | None] | None, target: Mapping[str, str | None] | None, workload: Workload,
+                      data_dir: Path | None = None) -> str:
+    """Every call a promotion would make across its three clients, and the entities it would send, built from the
+    outputs alone (jobs/promotion.py, jobs/azure/promotion.py)."""
+    from jobs.azure.promotion import ENVIRONMENTS_TAG, serving_environments
+
+    registry = (source or target)[keys.ML_REGISTRY_NAME]
+    documents: list[tuple[str, object]] = []
+    environments = serving_environments(Path("."), workload.model, {})
+    if source is not None:
+        where = f"{source[keys.ENVIRONMENT]} workspace {source[keys.WORKSPACE]}"
+        documents.append((f"[{where}] models.get {workload.model} (latest, or --version) and models.download: its files", None))
+        documents += [(f"[ML registry {registry}] environments.create_or_update, unless there: {e.name}:{e.version}", e.entity)
+                      for e in environments]  # fmt: skip
+        published = Model(name=workload.model, version="M", path="<the files downloaded from dev>", type="mlflow_model",
+                          tags={"source_environment": source[keys.ENVIRONMENT], "source_version": "<N>", "metric": workload.metric,
+                                "files_sha256": "<SHA-256 of the files' hashes>", ENVIRONMENTS_TAG: ",".join(f"{e.name}:{e.version}" for e in environments)})  # fmt: skip
+        documents.append((f"[ML registry {registry}] models.create_or_update {workload.model}:M (the next version), unless the same files are there", published))
+    if target is not None:
+        where = f"{target[keys.ENVIRONMENT]} workspace {target[keys.WORKSPACE]}"
+        documents.append((f"[ML registry {registry}] environments.get, then models.download {workload.model}:M: files checked against files_sha256", None))
+        documents.append((f"[{where}] its live version's files; evaluate.py on {workload.data.file}'s held-out rows: refused unless better, or --force", None))
+        copy = Model(name=workload.model, version="K", path="<the ML registry's files>", type="mlflow_model",
+                     tags={"promotion.ml_registry_version": "M", "promotion.previous": "<the live version>", "lineage.*": "<the registry's tags>"})  # fmt: skip
+        documents.append((f"[{where}] models.create_or_update {workload.model}:K (the next version)", copy))
+        model = RegisteredModel(workload.model, "K", workload.metric, float("nan"), "<promoted>")
+        registered = {asset.name: asset for asset in assets.environment_assets()}
+        for kind in workload.online:
+            deployment = entities.deployment_entity(workload, kind, target, model, registered)
+            documents.append((f"[{where}] {kind} deployment: created at 0%, smoke-tested, then 100%", deployment))
+        if workload.batch:
+            documents.append((f"[{where}] batch deployment, then the sample scored", batch.deployment_entity(workload, target, model, registered)))
+    return "\n".join(f"# {title}\n" + (to_yaml(entity) if entity is not None else "") + "---" for title, entity in documents)
 
 
 def deploy(azure: AzureTarget, workload: Workload, version: str | None = None, report: Report = print) -> list[Endpoint]:

@@ -130,8 +130,10 @@ class AzureTarget:
         test_run_wait_s: float = TEST_RUN_WAIT_S,
         storage_backoff: Backoff = STORAGE_FIREWALL,
         rollout: RolloutOptions = RolloutOptions(),
+        credential=None,
     ):
         self.ml_client, self.outputs, self.tracking = ml_client, outputs, tracking
+        self.credential = credential  # the stack's identity, for other clients it signs (the ML registry's)
         self.data_dir, self.poll_seconds, self.test_run_wait_s = data_dir, poll_seconds, test_run_wait_s
         self.storage_backoff, self.rollout = storage_backoff, rollout
         self.assets: dict[str, Asset] = {}

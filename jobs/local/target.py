@@ -300,20 +300,6 @@ class LocalTarget:
         value = float(found.tags.get(workload.metric, "nan"))
         return RegisteredModel(found.name, str(found.version), workload.metric, value, found.tags.get("source_run", ""))
 
-    def model_tags(self, model: RegisteredModel) -> dict[str, str]:
-        return dict(self.client.get_model_version(model.name, model.version).tags)
-
-    def register_published(self, workload: Workload, published, measured: float) -> RegisteredModel:
-        """An ML registry version (jobs/promotion.py) as this environment's next registered version: its files
-        unchanged, tagged with its lineage and the metric this environment measured on its own held-out rows."""
-        if not self.client.search_registered_models(filter_string=f"name='{workload.model}'"):
-            self.client.create_registered_model(workload.model)
-        lineage = {key: str(value) for key, value in published.lineage.items() if key != "files"}
-        tags = {**{f"lineage.{key}": value for key, value in lineage.items()}, "metric": workload.metric,
-                workload.metric: repr(measured), "workload": workload.name, "ml_registry_version": published.version}  # fmt: skip
-        version = self.client.create_model_version(workload.model, str(published.model_dir), tags=tags)
-        return RegisteredModel(workload.model, str(version.version), workload.metric, measured, lineage.get("source_run", ""))
-
     def close(self) -> None:
         for name in list(self.servers) + list(self.collectors):
             self._stop(name)

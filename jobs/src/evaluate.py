@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a training step's output folder (holding an MLflow model)")  # fmt: skip
     parser.add_argument("--best", required=True, type=Path, help="folder for the best candidate's MLflow model")
     parser.add_argument("--verdict", required=True, type=Path, help="folder for verdict.json")
+    # a promotion compares against the target's live version, downloaded, instead of the registry's newest
+    parser.add_argument("--registered-model", type=Path, help="the model to beat as a folder, not from the registry")
+    parser.add_argument("--registered-version", help="its version (with --registered-model)")
+    parser.add_argument("--registered-metric", type=float, help="its metric at registration, if it cannot be loaded here")
     return parser.parse_args(argv)
 
 
@@ -63,21 +67,20 @@ def registered_version(name: str):
     return max(versions, key=lambda version: int(version.version), default=None)
 
 
-def registered_metric(name: str, version, task: str, metric: str, x_test, y_test) -> dict:
+def registered_metric(name: str, version: str, uri: str, recorded, task: str, metric: str, x_test, y_test) -> dict:
     """The registered version's metric on the held-out rows. A version this environment cannot load (an Azure
     AutoML model needs the AutoML runtime: jobs/azure/assets.py) counts with the held-out metric it was
-    registered with (its `metric` tag), and the verdict says so."""
+    registered with (`recorded`, its `metric` tag), and the verdict says so."""
     try:
-        value = held_out_metrics(f"models:/{name}/{version.version}", task, x_test, y_test)[metric]
-        return {"version": str(version.version), metric: value}
+        value = held_out_metrics(uri, task, x_test, y_test)[metric]
+        return {"version": version, metric: value}
     except ImportError as error:  # its pickle names a package this environment lacks
-        recorded = (version.tags or {}).get(metric)
         if recorded is None:
             raise ValueError(
-                f"registered {name}:{version.version} cannot be loaded here ({error}) and has no {metric} tag to compare with"
+                f"registered {name}:{version} cannot be loaded here ({error}) and has no {metric} tag to compare with"
             ) from None
         why = f"this environment cannot load it ({error}), so its {metric} from registration, on that day's held-out rows"
-        return {"version": str(version.version), metric: float(recorded), "measured": why}
+        return {"version": version, metric: float(recorded), "measured": why}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -93,14 +96,20 @@ def main(argv: list[str] | None = None) -> dict:
             mlflow.log_metric(f"candidate_{number}_{args.metric}", value)
             print(f"candidate {number} ({folder}): {args.metric}={value:.6g}")
         best = better_of(candidates, key=lambda candidate: candidate[args.metric])
-        current = registered_version(args.model_name)
+        if args.registered_model:
+            current = (str(args.registered_version), str(model_folder(args.registered_model)), args.registered_metric)
+        elif (newest := registered_version(args.model_name)) is not None:
+            version = str(newest.version)
+            current = (version, f"models:/{args.model_name}/{version}", (newest.tags or {}).get(args.metric))
+        else:
+            current = None
         registered = None
         if current is not None:
-            registered = registered_metric(args.model_name, current, args.task, args.metric, x_test, y_test)
+            registered = registered_metric(args.model_name, *current, args.task, args.metric, x_test, y_test)
             value = registered[args.metric]
             mlflow.log_metric(f"registered_{args.metric}", value)
             measured = f" ({registered['measured']})" if "measured" in registered else ""
-            print(f"registered {args.model_name}:{current.version}: {args.metric}={value:.6g}{measured}")
+            print(f"registered {args.model_name}:{current[0]}: {args.metric}={value:.6g}{measured}")
         # strictly better: an equal model is no reason for a new version
         new, old = best[args.metric], registered and registered[args.metric]
         better = registered is None or (new < old if args.goal == "minimize" else new > old)
