@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from infra import outputs as keys
 from jobs import bench as load_test, flow
 from jobs.flow import FlowError
 from jobs.local.target import AUTOML_MINUTES
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "Azure, the ML registry's version")  # fmt: skip
     promote.add_argument("--force", action="store_true", help="roll out even a candidate that scores worse there")
     promote.add_argument("--rollback", action="store_true", help="serve again what --to's live version replaced")
+    promote.add_argument("--demo", action="store_true", help="local: the whole path for each workload, dev to prod and "
+                         "back, in <work dir>/dev, prod and ml-registry (README, \"Promotion\")")  # fmt: skip
     bench = commands.add_parser("bench", parents=[target], help="load-test the served endpoint: requests/s, latency, errors")
     bench.add_argument("--concurrency", type=_positive(int), default=load_test.CONCURRENCY,
                        help=f"requests in flight, on one connection each (default: {load_test.CONCURRENCY})")
@@ -190,7 +193,16 @@ def one_workload(args):
 
 
 def run(args, target) -> None:
-    summary = flow.run(target, load_workloads(args.workload))
+    workloads = load_workloads(args.workload)
+    if getattr(target, "outputs", {}).get(keys.ML_REGISTRY_ACCESS) == "read":
+        # prod trains nothing of a registry workload: `promote --to-outputs` creates its endpoints with dev's model
+        promoted = [w for w in workloads if w.promotion == "registry"]
+        for workload in promoted:
+            print(f"{workload.name}: promotion: registry, so it is not trained here; `promote --to-outputs` serves dev's model")
+        workloads = [w for w in workloads if w.promotion != "registry"]
+        if not workloads:
+            return
+    summary = flow.run(target, workloads)
     print(summary.table())
 
 
@@ -357,18 +369,26 @@ def monitor(args, target) -> int:
 
 def promote(args, target) -> int:
     """The four steps between two environments (jobs/promotion.py): local ones, or two stacks' workspaces and their ML
-    registry. Exit code 1 when the target's comparison refuses the candidate, and nothing changed."""
-    from jobs import promotion
+    registry (every workload with promotion: registry, or those named). Exit code 1 when the target's comparison
+    refuses a candidate: that workload's environment is unchanged."""
+    if args.local:
+        return _promote_local(args, None if args.demo else one_workload(args))
+    promoted = [workload for workload in load_workloads(args.workload) if workload.promotion == "registry" or args.workload]
+    if not promoted:
+        raise FlowError("no workload sets promotion: registry; name one with --workload")
+    return max(_promote_azure(args, workload) for workload in promoted)
 
-    workload = one_workload(args)
-    if args.local or not (args.from_outputs or args.to_outputs):
-        return _promote_local(args, workload)
+
+def _promote_azure(args, workload) -> int:
+    from jobs import promotion
     from jobs.azure import commands
     from jobs.azure.promotion import AzureEnvironment, AzureMlRegistry, check_pair, registry_client
 
     source_outputs = commands.load_outputs(args.source, args.from_outputs) if args.source or args.from_outputs else None
     target_outputs = commands.load_outputs(args.destination, args.to_outputs) if args.destination or args.to_outputs else None
-    registry_name = check_pair(source_outputs, None if args.rollback else target_outputs)
+    if args.rollback and target_outputs is None:
+        raise FlowError("--rollback needs the target: --to STACK or --to-outputs FILE")
+    registry_name = check_pair(None if args.rollback else source_outputs, target_outputs)
     if args.dry_run:
         print(commands.dry_run_promotion(source_outputs, target_outputs, workload, args.data_dir))
         return 0
@@ -401,6 +421,10 @@ def _promote_local(args, workload) -> int:
 
     if args.env:
         raise FlowError("promote names its environments with --from and --to, not --env")
+    if args.demo:
+        from jobs.local.promotion import demo
+
+        return demo(args.data_dir, args.work_dir, load_workloads(args.workload), print, args.automl_minutes)
     if not args.destination:
         raise FlowError("promote needs --to ENV")
     destination = LocalEnvironment(args.destination, LocalTarget(args.data_dir, args.work_dir / args.destination, workers=1))

@@ -37,6 +37,7 @@ FILES_TAG = "files_sha256"  # one digest of every file's SHA-256 (files_digest):
 # tags on a promoted version in the target: what it replaced (for --rollback) and where it came from
 PREVIOUS_TAG = "promotion.previous"
 REGISTRY_VERSION_TAG = "promotion.ml_registry_version"
+APPROVED_IN_TAG = "promotion.approved_in"
 LINEAGE_PREFIX = "lineage."
 
 
@@ -52,6 +53,12 @@ def file_hashes(folder: Path) -> dict[str, str]:
 
 def files_digest(hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+
+
+def github_run() -> str:
+    """The GitHub Actions run this step is part of (its page shows who approved each environment's jobs), or ""."""
+    parts = [os.environ.get(name, "") for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")]
+    return f"{parts[0]}/{parts[1]}/actions/runs/{parts[2]}" if all(parts) else ""
 
 
 def git_commit() -> str:
@@ -110,8 +117,8 @@ def lineage_of(source: Environment, workload: Workload, model: RegisteredModel) 
         "metric": workload.metric, workload.metric: tags.get(workload.metric, repr(model.value)),
         "own_environment": tags.get("own_environment", "false"),  # an AutoML winner serves in its own (jobs/azure/assets.py)
         "git_commit": git_commit(),
-        # in CI, the run's actor: who merged, and so started the run prod's reviewers approve (README, "Promotion")
-        "approved_by": os.environ.get("GITHUB_ACTOR", ""),
+        # in CI, who started the run (its merge to main) and the run itself
+        "github_actor": os.environ.get("GITHUB_ACTOR", ""), "github_run": github_run(),
     }  # fmt: skip
 
 
@@ -139,8 +146,10 @@ def compare(target: Environment, candidate: Path, workload: Workload, report: Re
             recorded = target.model_tags(model).get(workload.metric)
             command += ["--registered-model", str(target.model_files(model)), "--registered-version", live,
                         *(["--registered-metric", recorded] if recorded else [])]  # fmt: skip
-        # evaluate.py logs an MLflow run: into a throwaway store, not the target's registry
-        environment = {**os.environ, "MLFLOW_TRACKING_URI": (work / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
+        # evaluate.py logs an MLflow run, and looks for a registered model when it is given none: a throwaway store
+        # for both (mlflow.set_tracking_uri and set_registry_uri export their URIs to child processes)
+        store = (work / "mlruns").as_uri()
+        environment = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true"}
         done = subprocess.run(command, cwd=SOURCE_DIR, env=environment, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise FlowError(f"the comparison in {target.name} failed: {done.stderr.strip()[-2000:]}")
@@ -193,6 +202,8 @@ def adopt(target: Environment, registry: MlRegistry, published: Published, workl
     tags = {f"{LINEAGE_PREFIX}{key}": str(value) for key, value in published.lineage.items() if key != "files"}
     tags.update({"workload": workload.name, "metric": workload.metric, workload.metric: repr(measured),
                  PREVIOUS_TAG: target.live_version(workload) or "", REGISTRY_VERSION_TAG: published.version,
+                 # in CI, the run whose prod job its reviewers approved before this ran: its page names them
+                 APPROVED_IN_TAG: github_run(),
                  FILES_TAG: published.lineage[FILES_TAG]})  # fmt: skip
     model = target.register_promoted(workload, candidate, tags, report)
     roll_out(target, workload, model, report)

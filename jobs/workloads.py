@@ -65,6 +65,8 @@ ONLINE_KINDS = ("managed", "kubernetes")
 # retrain.when: always trains; drifted trains only when the pipeline's monitor step (GATE_STEP) finds drift
 RETRAIN_WHEN = ("always", "drifted")
 GATE_STEP = "monitor"
+PROMOTIONS = ("train", "registry")
+PUBLISHING_ENVIRONMENT = "dev"  # infra/settings.py's: the one environment whose models go into the ML registry
 MONITOR_KEYS = ("collect", "sampling_rate", "keep_days", "schedule", "environments", "demo")
 JOB_TYPES = ("command", "sweep", "automl")
 # a workload's name becomes part of Azure names (data assets, jobs, endpoints: `<name>-online-<6 hex>` must
@@ -166,6 +168,9 @@ class Workload:
     batch: bool = False  # served by a batch endpoint too
     retrain: Retrain | None = None
     monitor: Monitor = Monitor()
+    # train: every environment trains its own (the stage); registry: dev trains, the others serve what dev published
+    # to the ML registry and their own comparison accepted (jobs/promotion.py)
+    promotion: str = "train"
 
     @property
     def task(self) -> str:
@@ -222,7 +227,7 @@ def load_workload(folder: Path) -> Workload:
     document = read_mapping(path, f"{folder}: no {WORKLOAD_FILE} (a workload folder declares its workload there)",
                             "a mapping of workload keys", WorkloadError)  # fmt: skip
     problems = _Problems(path)
-    known = {"name", "description", "data", "candidates", "compare", "model", "serve", "monitor", "retrain"}
+    known = {"name", "description", "data", "candidates", "compare", "model", "serve", "monitor", "retrain", "promotion"}
     for key in sorted(set(document) - known):
         problems.add(key, f"not a workload key; known: {', '.join(sorted(known))}")
 
@@ -295,6 +300,16 @@ def load_workload(folder: Path) -> Workload:
             problems.add("serve.sample_request", f"{request}: not a JSON request: {error}")
     retrain = _retrain(document.get("retrain"), path.parent, name, data, (metric, goal), model, problems)
     monitor = _monitor(document.get("monitor"), path.parent, data, problems)
+    promotion = str(document.get("promotion", "train"))
+    if promotion not in PROMOTIONS:
+        problems.add("promotion", f"{promotion!r}; allowed: {', '.join(PROMOTIONS)} (README, \"Promotion\")")
+    elif promotion == "registry" and retrain is not None:
+        # a model that reaches the other environments through the ML registry is trained in the publishing one only
+        for environment in sorted(retrain.environments):
+            if environment != PUBLISHING_ENVIRONMENT and retrain.settings(environment).get("enabled"):
+                problems.add(f"retrain.environments.{environment}.enabled",
+                             f"true, but promotion: registry retrains in {PUBLISHING_ENVIRONMENT} only: drift in {environment} "
+                             f"alerts, {PUBLISHING_ENVIRONMENT} retrains, and `promote` brings the model")  # fmt: skip
     problems.raise_any()
 
     entry = CatalogEntry(name, *(str(data[key]) for key in DATA_FIELDS), member=data.get("member"))
@@ -312,6 +327,7 @@ def load_workload(folder: Path) -> Workload:
         batch=bool(serve.get("batch", False)),
         retrain=retrain,
         monitor=monitor,
+        promotion=promotion,
     )
 
 

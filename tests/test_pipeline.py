@@ -71,8 +71,8 @@ def test_every_pipeline_and_schedule_loads_and_validates(workload):
     assert spec["jobs"]["automl"]["inputs"]["primary_metric"] == automl["primary_metric"]
     schedule = load_schedule(workload.retrain.schedule)
     assert schedule._validate().passed and schedule.trigger.type.lower() == "cron"
-    # off in dev, on in prod
-    assert workload.retrain.settings("dev")["enabled"] is False and workload.retrain.settings("prod")["enabled"] is True
+    # on in dev, off in prod: the model reaches prod through the ML registry (promotion: registry)
+    assert workload.retrain.settings("dev")["enabled"] is True and workload.retrain.settings("prod")["enabled"] is False
 
 
 @pytest.mark.parametrize(
@@ -333,23 +333,27 @@ def test_schedules_are_created_then_left_alone_then_updated_per_environment(data
     assert azure_commands.schedule(target, [BANK, HOUSING], lines.append) == {
         "bank-marketing-retrain": "created", "housing-retrain": "created"}  # fmt: skip
     live = schedules.get("housing-retrain")
-    assert live.is_enabled is False and live.trigger.expression == "0 3 * * 1" and live.trigger.time_zone == "UTC"
+    assert live.is_enabled is True and live.trigger.expression == "0 3 * * 1" and live.trigger.time_zone == "UTC"
     job = live.create_job
     assert job.name is None and job.settings.default_compute == OUTPUTS[keys.CPU_CLUSTER]
-    assert any("disabled in dev" in line for line in lines)
+    assert any("enabled in dev" in line for line in lines)
     # nothing changed: nothing is written
     assert azure_commands.schedule(target, [BANK, HOUSING], lines.append) == {
         "bank-marketing-retrain": "unchanged", "housing-retrain": "unchanged"}  # fmt: skip
     assert schedules.writes == ["bank-marketing-retrain", "housing-retrain"]
-    # the same workloads in prod: on, so updated
+    # the same workloads in prod: off, so updated
     prod = azure_target({**OUTPUTS, keys.ENVIRONMENT: "prod"}, data_dir)
     prod.ml_client._schedules = schedules
     assert azure_commands.schedule(prod, [HOUSING], lines.append) == {"housing-retrain": "updated"}
-    assert schedules.get("housing-retrain").is_enabled is True
+    assert schedules.get("housing-retrain").is_enabled is False
+    # a prod that reads the ML registry makes no retraining schedule for a registry workload at all
+    reading = azure_target({**OUTPUTS, keys.ENVIRONMENT: "prod", keys.ML_REGISTRY_NAME: "mlr", keys.ML_REGISTRY_ACCESS: "read"}, data_dir)
+    assert azure_commands.schedule(reading, [HOUSING], lines.append) == {}
+    assert any("housing: no retraining schedule in prod (promotion: registry)" in line for line in lines)
 
 
 def test_the_dry_run_prints_the_pipeline_schedule_and_batch_entities_for_each_environment(tmp_path, capsys):
-    for environment, state in (("dev", "disabled"), ("prod", "enabled")):
+    for environment, state in (("dev", "enabled"), ("prod", "disabled")):
         outputs = tmp_path / f"{environment}.json"
         outputs.write_text(json.dumps({**OUTPUTS, keys.ENVIRONMENT: environment}))
         assert cli.main(["run", "--outputs", str(outputs), "--dry-run", "--workload", "housing"]) == 0

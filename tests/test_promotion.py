@@ -15,16 +15,19 @@ from azure.core.exceptions import ServiceRequestError
 
 from infra import outputs as keys
 from jobs import cli, promotion
+from jobs.azure import entities as azure_entities
+from jobs.azure import promotion as azure_promotion
 from jobs.azure.commands import dry_run_promotion
 from jobs.azure.promotion import ENVIRONMENTS_TAG, AzureEnvironment, AzureMlRegistry, check_pair
 from jobs.azure.target import AzureTarget
 from jobs.flow import FlowError, model_folder
 from jobs.local.promotion import LocalEnvironment, LocalMlRegistry
 from jobs.local.target import LocalTarget
-from jobs.workloads import load_workloads
+from jobs.workloads import WorkloadError, load_workload, load_workloads
 from tests.azure_fake import AssetOperations, FakeWorkspace, ModelOperations, Simulation, arm_error
 from tests.bank_sample import bank_frame
 from tests.test_azure_stage import OUTPUTS
+from tests.test_workloads import copy_of, edit
 from tests.test_score import trained_root
 
 (BANK,) = load_workloads(["bank-marketing"])
@@ -53,7 +56,7 @@ def environments(tmp_path_factory):
     prod.close()
 
 
-def test_dev_to_prod_serves_dev_files_unchanged_refuses_a_weaker_model_and_rolls_back(environments, tmp_path_factory, capsys):
+def test_dev_to_prod_serves_dev_files_unchanged_with_their_lineage(environments, tmp_path_factory, capsys):
     data, work, dev, prod = environments
     first = registered_in(dev, tmp_path_factory.mktemp("strong"), bank_frame(1200))
     arguments = ["promote", "--local", "--workload", BANK.name, "--data-dir", str(data), "--work-dir", str(work)]
@@ -72,22 +75,12 @@ def test_dev_to_prod_serves_dev_files_unchanged_refuses_a_weaker_model_and_rolls
     (published,) = LocalMlRegistry(work / "ml-registry").versions(BANK.model)
     assert published.lineage["files"] == dev_files and (work / "ml-registry" / BANK.model / "1" / "conda.yaml").is_file()
 
-    # a weaker dev run (trained on 80 rows): prod measures it on its own held-out rows and keeps what it serves
-    weaker = registered_in(dev, tmp_path_factory.mktemp("weak"), bank_frame(80, seed=5))
-    assert cli.main([*arguments, "--from", "dev", "--to", "prod"]) == 1
-    refusal = capsys.readouterr().err
-    assert f"prod keeps version 1: the candidate {BANK.model}:2 scores {BANK.metric}=" in refusal
-    assert f"against the live model's {BANK.metric}=" in refusal
-    assert [str(m.version) for m in prod.client.search_model_versions(f"name='{BANK.model}'")] == ["1"]  # nothing changed
-
-    # --force rolls it out all the same; --rollback returns prod to version 1, and then there is nothing before it
-    assert cli.main([*arguments, "--from", "dev", "--to", "prod", "--version", weaker, "--force"]) == 0
-    assert LocalEnvironment("prod", prod).live_version(BANK) == "2"
-    assert cli.main([*arguments, "--to", "prod", "--rollback"]) == 0
-    assert "rolled back bank-marketing in prod from bank-marketing-classifier:2 to bank-marketing-classifier:1" in capsys.readouterr().out
-    assert LocalEnvironment("prod", prod).live_version(BANK) == "1"
+    # a weaker model is refused in the Azure test below (the same compare), and on real data by `promote --local --demo`
+    # nothing was live before version 1: there is nothing to roll back to (--force and --rollback roll out in the
+    # Azure test below, on mocked endpoints, and in `promote --local --demo`)
     assert cli.main([*arguments, "--to", "prod", "--rollback"]) == 1
     assert "replaced nothing" in capsys.readouterr().err
+    assert LocalEnvironment("prod", prod).live_version(BANK) == "1"
 
 
 def test_bad_input_is_named_and_changes_nothing(environments, tmp_path):
@@ -121,6 +114,17 @@ def stack_outputs(environment: str) -> dict:
             keys.ML_REGISTRY_NAME: REGISTRY_NAME, keys.ML_REGISTRY_ACCESS: "publish" if environment == "dev" else "read"}  # fmt: skip
 
 
+def registered_in_workspace(workspace: FakeWorkspace, root, frame, version: str) -> str:
+    """A model trained by train.py on `frame`, registered in a mocked workspace as the stage registers a winner (its
+    files on this machine, so that the fake downloads them)."""
+    folder = trained_root(root, frame, BANK.data.target, BANK.task, BANK.model) / BANK.model / "1"
+    auc = json.loads((folder / "metrics.json").read_text())[BANK.metric]
+    workspace.models.create_or_update(Model(name=BANK.model, version=version, path=str(folder / "model"), type="mlflow_model",
+                                            tags={"workload": BANK.name, "metric": BANK.metric, BANK.metric: f"{auc:.6g}",
+                                                  "source_job": f"bank-marketing-lightgbm-{version}", "job": "bank-marketing-lightgbm"}))  # fmt: skip
+    return version
+
+
 def azure_environment(environment: str, data_dir) -> tuple[AzureEnvironment, FakeWorkspace]:
     workspace = FakeWorkspace()
     outputs = stack_outputs(environment)
@@ -140,17 +144,15 @@ def azure(environments, tmp_path_factory):
     data, *_ = environments
     dev, dev_workspace = azure_environment("dev", data)
     prod, prod_workspace = azure_environment("prod", data)
-    folder = trained_root(tmp_path_factory.mktemp("azure-dev"), bank_frame(1200), BANK.data.target, BANK.task, BANK.model) / BANK.model / "1"
-    auc = json.loads((folder / "metrics.json").read_text())[BANK.metric]
-    dev_workspace.models.create_or_update(Model(name=BANK.model, version="1", path=str(folder / "model"), type="mlflow_model",
-                                                tags={"workload": BANK.name, "metric": BANK.metric, BANK.metric: f"{auc:.6g}",
-                                                      "source_job": "bank-marketing-lightgbm-1a2b3c", "job": "bank-marketing-lightgbm"}))  # fmt: skip
+    registered_in_workspace(dev_workspace, tmp_path_factory.mktemp("azure-dev"), bank_frame(1200), "1")
     prod.target.prepare([BANK], lambda line: None, data=False)
-    return dev, prod, prod_workspace, fake_registry()
+    with pytest.MonkeyPatch.context() as patch:  # downloads into the test's folders, not the checkout's .local/
+        patch.setattr(azure_promotion, "DOWNLOADS", tmp_path_factory.mktemp("downloads"))
+        yield dev, prod, prod_workspace, fake_registry(), dev_workspace
 
 
-def test_in_azure_prod_serves_the_files_dev_published_with_their_lineage(azure):
-    dev, prod, prod_workspace, registry_client = azure
+def test_in_azure_prod_serves_dev_files_refuses_a_weaker_model_and_rolls_back(azure, tmp_path_factory):
+    dev, prod, prod_workspace, registry_client, dev_workspace = azure
     lines = []
     registry = AzureMlRegistry(registry_client, REGISTRY_NAME, "dev")
     model = promotion.promote(dev, prod, registry, BANK, lines.append)
@@ -171,6 +173,19 @@ def test_in_azure_prod_serves_the_files_dev_published_with_their_lineage(azure):
     assert any("answers the sample" in line for line in lines) and any("nothing live yet" in line for line in lines)
     # the same files again: nothing new in the registry
     assert registry.publish(BANK.model, dev.model_files(dev.registered_model(BANK, "1")), {}, lines.append)[1] is False
+
+    # a weaker dev model (trained on 80 rows) is refused naming both figures, and prod's versions stay as they were
+    weaker = registered_in_workspace(dev_workspace, tmp_path_factory.mktemp("azure-weak"), bank_frame(80, seed=5), "2")
+    with pytest.raises(promotion.PromotionRefused, match=f"prod keeps version {model.version}: .* scores {BANK.metric}=.* live model's {BANK.metric}="):
+        promotion.promote(dev, prod, registry, BANK, lines.append, version=weaker)
+    assert [m.version for m in prod_workspace.models.list(BANK.model)] == [model.version]
+    # --force rolls it out all the same, replacing version 1; --rollback serves version 1 again, on every endpoint
+    forced = promotion.promote(dev, prod, registry, BANK, lines.append, version=weaker, force=True)
+    assert prod.live_version(BANK) == forced.version and prod.model_tags(forced)[promotion.PREVIOUS_TAG] == model.version
+    assert promotion.rollback(prod, BANK, lines.append).version == model.version == prod.live_version(BANK)
+    live = [prod_workspace.online_endpoints.get(endpoint).traffic for endpoint in
+            (azure_entities.endpoint_name(BANK, kind, prod.outputs) for kind in BANK.online)]  # fmt: skip
+    assert all(len([share for share in traffic.values() if share]) == 1 for traffic in live)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +213,7 @@ def failing(error):
 
 
 def test_a_registry_it_may_not_write_to_or_cannot_reach_and_a_missing_environment_are_named(azure, monkeypatch):
-    dev, prod, _, _ = azure
+    dev, *_ = azure
     files = dev.model_files(dev.registered_model(BANK, "1"))
     denied = fake_registry()
     monkeypatch.setattr(denied.environments, "create_or_update", failing(arm_error(403, "AuthorizationFailed", "does not have authorization")))
@@ -229,3 +244,55 @@ def test_the_dry_run_prints_every_call_across_the_three_clients(capsys):
     assert f"models.create_or_update {BANK.model}:M" in dry and f"models.create_or_update {BANK.model}:K" in dry
     assert dry.count("deployment: created at 0%, smoke-tested, then 100%") == len(BANK.online)
     assert f"model: azureml:{BANK.model}:K" in dry
+
+
+def test_a_workload_chooses_its_promotion_and_a_bad_choice_is_named(tmp_path):
+    assert {workload.promotion for workload in load_workloads()} == {"registry"}
+    root = copy_of("housing", tmp_path)
+    edit(root / "housing", lambda document: document.update(promotion="copy"))
+    with pytest.raises(WorkloadError, match="promotion: 'copy'; allowed: train, registry"):
+        load_workload(root / "housing")
+    edit(root / "housing", lambda document: document.update(promotion="registry") or document["retrain"]["environments"].update(prod={"enabled": True}))
+    with pytest.raises(WorkloadError, match="retrain.environments.prod.enabled: true, but promotion: registry retrains in dev only"):
+        load_workload(root / "housing")
+    edit(root / "housing", lambda document: document.pop("promotion"))
+    assert load_workload(root / "housing").promotion == "train"  # every environment trains its own, as before
+
+
+def test_prods_stage_trains_no_registry_workload_and_devs_trains_them(environments, capsys):
+    data, *_ = environments
+    prod, prod_workspace = azure_environment("prod", data)
+    cli.run(SimpleNamespace(workload=[]), prod.target)
+    printed = capsys.readouterr().out
+    assert prod_workspace.jobs.submitted == [] and prod_workspace.online_deployments.sent == []
+    assert all(f"{name}: promotion: registry, so it is not trained here" in printed for name in ("housing", "bank-marketing"))
+
+
+def test_the_command_publishes_as_dev_and_reaches_prod_with_its_own_outputs(azure, environments, tmp_path, monkeypatch, capsys):
+    """`promote --from-outputs dev.json` publishes, signed in as dev (its target from its own outputs, the registry's
+    client with its credential); `--to-outputs prod.json` works on prod alone; then the dry run and the wrong stack."""
+    from jobs.azure import commands
+
+    dev, *_ = azure
+    data, *_ = environments
+    prod, _ = azure_environment("prod", data)  # its own prod and ML registry: nothing promoted there yet
+    prod.target.prepare([BANK], lambda line: None, data=False)
+    registry_client = fake_registry()
+    targets = {"dev": dev.target, "prod": prod.target}
+    signed = []
+    monkeypatch.setattr(commands, "target", lambda outputs, data_dir=None: targets[outputs[keys.ENVIRONMENT]])
+    monkeypatch.setattr(azure_promotion, "registry_client", lambda credential, name: signed.append(name) or registry_client)
+    files = {}
+    for name in ("dev", "prod"):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(stack_outputs(name)))
+    arguments = ["promote", "--workload", BANK.name, "--data-dir", str(data)]
+    assert cli.main([*arguments, "--from-outputs", str(files["dev"])]) == 0  # publish only: dev's job
+    assert f"as {BANK.model}:1 (azureml://registries/{REGISTRY_NAME}/models/{BANK.model}/versions/1)" in capsys.readouterr().out
+    assert signed == [REGISTRY_NAME] and targets["prod"].ml_client.models.list(BANK.model) == []
+    assert cli.main([*arguments, "--to-outputs", str(files["prod"]), "--rollback"]) == 1  # prod's job: nothing live yet
+    assert "prod: bank-marketing serves nothing; nothing to roll back" in capsys.readouterr().err
+    assert cli.main([*arguments, "--to-outputs", str(files["prod"]), "--dry-run"]) == 0
+    assert f"[ML registry {REGISTRY_NAME}] environments.get, then models.download" in capsys.readouterr().out
+    assert cli.main([*arguments, "--from-outputs", str(files["prod"]), "--to-outputs", str(files["prod"])]) == 1
+    assert "outputs of the wrong stack?" in capsys.readouterr().err

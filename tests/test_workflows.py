@@ -169,7 +169,7 @@ def test_the_provision_job_hands_the_outputs_to_the_stage_without_secrets():
     provision = stack["jobs"]["pulumi"]
     up = next(step for step in provision["steps"] if step.get("id") == "up")
     assert up["if"] == "inputs.operation == 'up'"
-    assert 'pulumi stack output --stack "$STACK" --json > outputs.json' in up["run"]
+    assert 'pulumi stack output --cwd "$PROJECT_DIR" --stack "$STACK" --json > outputs.json' in up["run"]
     assert provision["outputs"] == {"stack-outputs": "${{ steps.up.outputs.stack-outputs }}"}
     handover = next(step for step in stage_job(stack)["steps"] if step.get("id") == "outputs")
     assert handover["env"]["STACK_OUTPUTS"] == "${{ needs.pulumi.outputs.stack-outputs }}"
@@ -182,7 +182,7 @@ def test_the_provision_job_hands_the_outputs_to_the_stage_without_secrets():
 def test_the_stage_is_its_own_job_after_provision_in_the_stacks_environment():
     stack = load("stack.yml")
     job = stage_job(stack)
-    assert job["needs"] == "pulumi" and job["if"] == "inputs.operation == 'up'"
+    assert job["needs"] == "pulumi" and job["if"] == "inputs.operation == 'up' && inputs.project-dir == '.'"
     # the automation identity federates with repo:<owner/repo>:environment:<stack>
     assert job["environment"] == "${{ inputs.stack }}"
     assert not any(STAGE_COMMAND in step.get("run", "") for step in stack["jobs"]["pulumi"]["steps"])
@@ -286,9 +286,11 @@ def stage_budget_problems(stack, specs):
         problems.append(f"the stage step's timeout-minutes ({step_minutes}) is below {longest}'s limit "
                         f"({limits[longest]:g} min) + {STAGE_MARGIN_MINUTES} min for queueing, image builds and "
                         f"rollouts = {need:g} min: raise the stage's timeout or lower the spec's limit")
-    if job_minutes is None or job_minutes < (step_minutes or 0) + STAGE_JOB_OVERHEAD_MINUTES:
+    # every timed step after the stage's own may use its whole timeout (the promotion, the schedules)
+    steps_minutes = sum(step.get("timeout-minutes", 0) for step in job["steps"])
+    if job_minutes is None or job_minutes < steps_minutes + STAGE_JOB_OVERHEAD_MINUTES:
         problems.append(f"the stage job's timeout-minutes ({job_minutes}) leaves less than "
-                        f"{STAGE_JOB_OVERHEAD_MINUTES} min around its stage step ({step_minutes})")
+                        f"{STAGE_JOB_OVERHEAD_MINUTES} min around its steps' {steps_minutes}")
     if job_minutes is None or job_minutes > GITHUB_JOB_LIMIT_MINUTES:
         problems.append(f"the stage job's timeout-minutes ({job_minutes}) is past GitHub's "
                         f"{GITHUB_JOB_LIMIT_MINUTES}-minute job limit: split the stage")
@@ -350,22 +352,27 @@ def test_pull_request_previews_every_stack_with_the_policy_pack_a_pr_comment_and
     pr = load("pull-request.yml")
     assert "make test" in [step.get("run") for step in pr["jobs"]["test"]["steps"]]
     preview = pr["jobs"]["preview"]
-    assert preview["strategy"]["matrix"]["stack"] == ["dev", "prod"]
+    matrix = preview["strategy"]["matrix"]["include"]
+    assert [(entry["stack"], entry["project-dir"]) for entry in matrix] == [("dev", "."), ("prod", "."), ("shared", "ml-registry")]
+    assert preview["with"]["project-dir"] == "${{ matrix.project-dir }}"
     assert "allow-stateful-changes" in preview["with"]["allow-stateful-changes"]
     assert {"labeled", "unlabeled"} <= set(pr["on"]["pull_request"]["types"])
     stack_steps = steps(load("stack.yml"))
     comment = next(step for step in stack_steps if step.get("with", {}).get("comment-on-pr"))
     assert comment["uses"].startswith("pulumi/actions@") and comment["with"]["diff"] is True
     # pulumi/actions v6 passes policyPacks on as --policy-pack (its action.yml)
-    assert comment["with"]["policyPacks"] == "policies"
+    assert comment["with"]["policyPacks"] == "${{ github.workspace }}/policies"
+    assert comment["with"]["work-dir"] == "${{ inputs.project-dir }}"
     review = next(step for step in stack_steps if "infra.review" in step.get("run", ""))
-    assert 'pulumi preview --stack "$STACK" --policy-pack policies --json' in review["run"]
+    assert 'pulumi preview --cwd "$PROJECT_DIR" --stack "$STACK" --policy-pack "$GITHUB_WORKSPACE/policies" --json' in review["run"]
+    assert '--config-dir "$PROJECT_DIR"' in review["run"]  # the ML registry's stack is protected by its own project
 
 
 def test_every_caller_holds_the_stacks_concurrency_group_for_both_of_its_jobs():
     found = callers()
     assert {(name, job) for name, job, _ in found} == {
-        ("deploy.yml", "dev"), ("deploy.yml", "prod"), ("pull-request.yml", "preview"), ("teardown.yml", "destroy")}
+        ("deploy.yml", "ml-registry"), ("deploy.yml", "dev"), ("deploy.yml", "prod"), ("pull-request.yml", "preview"),
+        ("teardown.yml", "destroy")}
     for workflow, name, job in found:
         group, cancel = job["concurrency"]["group"], job["concurrency"]["cancel-in-progress"]
         if job["with"]["operation"] == "preview":
@@ -385,6 +392,8 @@ def test_deploy_goes_dev_then_prod_through_environments():
     assert deploy["jobs"]["dev"]["with"] == {"stack": "dev", "operation": "up"}
     assert deploy["jobs"]["prod"]["with"] == {"stack": "prod", "operation": "up"}
     assert deploy["jobs"]["prod"]["needs"] == "dev"
+    assert deploy["jobs"]["dev"]["needs"] == "ml-registry"  # the registry both read exists first
+    assert deploy["jobs"]["ml-registry"]["with"] == {"stack": "shared", "operation": "up", "project-dir": "ml-registry"}
     stack = load("stack.yml")
     # up and destroy run in the stack's environment (prod's has the required reviewers); previews in none
     assert stack["jobs"]["pulumi"]["environment"] == "${{ inputs.operation != 'preview' && inputs.stack || '' }}"
@@ -432,3 +441,31 @@ def test_the_e2e_workflow_is_opt_in_single_file_and_runs_in_its_own_environment(
     assert "--base-stack dev --github-environment e2e" in run["run"]
     login_at = next(i for i, step in enumerate(job["steps"]) if is_login(step))
     assert login_at < job["steps"].index(run)
+
+
+def test_promotion_publishes_as_dev_rolls_out_after_prods_approval_and_never_runs_on_pull_request_code():
+    """Publishing is a step of dev's stage job (its environment: dev's automation identity, the only publisher);
+    comparing and rolling out is a step of prod's, which waits for prod's required reviewers; pull requests only
+    preview."""
+    stack = load("stack.yml")
+    job = stage_job(stack)
+    assert job["environment"] == "${{ inputs.stack }}"  # the federated subject: the stack's own identity
+    found = {step["run"]: step for step in job["steps"] if "-m jobs promote" in step.get("run", "")}
+    publish = found[".venv/bin/python -m jobs promote --from-outputs outputs.json"]
+    roll_out = found[".venv/bin/python -m jobs promote --to-outputs outputs.json"]
+    assert publish["if"] == "steps.outputs.outputs.ml-registry-access == 'publish'"  # dev's stack exports publish
+    assert roll_out["if"] == "steps.outputs.outputs.ml-registry-access == 'read'"
+    handover = next(step for step in job["steps"] if step.get("id") == "outputs")
+    assert "ml-registry-access=$(jq --raw-output '.ml_registry_access // \"\"' outputs.json)" in handover["run"]
+    order = [step.get("run", "") for step in job["steps"]]
+    assert order.index(STAGE_COMMAND) < order.index(publish["run"]) and order.index(STAGE_COMMAND) < order.index(roll_out["run"])
+    # no azure/login step signs these in: the stage's own sign-in as the automation identity does
+    for step in (publish, roll_out):
+        assert not is_login(job["steps"][job["steps"].index(step) - 1]) and "timeout-minutes" in step
+    # prod's stage runs only after dev's (deploy.yml), and only on pushes to main; a pull request never deploys
+    deploy = load("deploy.yml")
+    assert deploy["on"] == {"push": {"branches": ["main"]}} and deploy["jobs"]["prod"]["needs"] == "dev"
+    for name in ("pull-request.yml",):
+        for job_name, caller in load(name)["jobs"].items():
+            assert caller.get("with", {}).get("operation", "preview") == "preview", job_name
+            assert not any("jobs promote" in step.get("run", "") for step in caller.get("steps", []))

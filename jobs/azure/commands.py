@@ -203,7 +203,10 @@ def schedule(azure: AzureTarget, workloads: list[Workload], report: Report = pri
     done = {}
     for workload in workloads:
         wanted = []
-        if workload.retrain:
+        if workload.retrain and workload.promotion == "registry" and azure.outputs.get(keys.ML_REGISTRY_ACCESS) == "read":
+            # its models come from dev through the ML registry: retraining runs in dev, and reaches here by promotion
+            report(f"{workload.name}: no retraining schedule in {environment} (promotion: registry): dev retrains, `promote` brings it")
+        elif workload.retrain:
             wanted.append(("retraining", *entities.schedule_entity(workload, azure.outputs, azure.assets)))
         for kind in workload.online if workload.monitor.schedule else ():
             deployment = _live_deployment(azure, workload, kind)

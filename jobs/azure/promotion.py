@@ -17,7 +17,7 @@ The files' SHA-256 is checked on each side, so prod serves exactly what dev publ
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 from pathlib import Path
 from typing import Mapping
 
@@ -148,14 +148,19 @@ class AzureMlRegistry:
             except ResourceNotFoundError:
                 raise FlowError(f"ML registry {self.name}: {published.name}:{published.version} serves with environment "
                                 f"{reference}, which is not in the registry: publish it again") from None  # fmt: skip
-        folder = DOWNLOADS / "registry" / self.name / published.name / published.version
-        shutil.rmtree(folder, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{published.name}-{published.version}-", dir=_downloads(f"registry-{self.name}")))
         self._call("read models", lambda: self.client.models.download(published.name, published.version, download_path=str(folder)))
         files = model_folder(folder)
         if files is None or files_digest(file_hashes(files)) != published.lineage[FILES_TAG]:
             raise FlowError(f"ML registry {self.name}: the files of {published.name}:{published.version} are not the ones "
                             f"published ({FILES_TAG} {published.lineage[FILES_TAG]})")  # fmt: skip
         return files
+
+
+def _downloads(where: str) -> Path:
+    folder = DOWNLOADS / where
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def serving_environments(files: Path, model_name: str, lineage: dict) -> list[assets.Asset]:
@@ -177,9 +182,9 @@ class AzureEnvironment:
         return self.target.registered_model(workload, version)
 
     def model_files(self, model: RegisteredModel) -> Path:
-        folder = DOWNLOADS / self.outputs[keys.WORKSPACE] / model.name / model.version
-        if not folder.is_dir():
-            self.target.uploading(lambda: self.ml_client.models.download(model.name, model.version, download_path=str(folder)), print)
+        # a fresh folder per download: a workspace deleted and made again under its name numbers its versions anew
+        folder = Path(tempfile.mkdtemp(prefix=f"{model.name}-{model.version}-", dir=_downloads(self.outputs[keys.WORKSPACE])))
+        self.target.uploading(lambda: self.ml_client.models.download(model.name, model.version, download_path=str(folder)), print)
         files = model_folder(folder)
         if files is None:
             raise FlowError(f"model {model.name}:{model.version} in {self.name}: no MLflow model (MLmodel) in its files ({folder})")

@@ -114,3 +114,74 @@ class LocalMlRegistry:
         if not (folder / ENVIRONMENT_FILE).is_file():
             raise FlowError(f"ML registry {self.root}: {published.name}:{published.version} has no environment ({ENVIRONMENT_FILE})")
         return folder / "model"
+
+
+# the weaker dev run of the demonstration: its first candidate only, on this share of the rows
+WEAKER_SHARE = 0.03
+
+
+def demo(data_dir: Path, work_dir: Path, workloads: list[Workload], report: Report, automl_minutes: float | None = None) -> int:
+    """The whole path on this machine, for each workload: dev trains and prod gets its champion unchanged (file
+    hashes, lineage); a weaker dev run (its first candidate on a few rows) is refused naming both figures; --force
+    rolls it out all the same; --rollback restores the first. Each rollout answers the sample. 0 when every step
+    came out as expected, 1 otherwise."""
+    from jobs import flow, promotion
+    from jobs.local.target import AUTOML_MINUTES
+
+    expected: list[tuple[str, bool]] = []
+    registry = LocalMlRegistry(work_dir / ML_REGISTRY_FOLDER)
+    for workload in workloads:
+        say = flow.stamped(report, workload.name)
+        options = dict(workers=1, automl_minutes=automl_minutes or AUTOML_MINUTES)
+        dev = LocalEnvironment("dev", LocalTarget(data_dir, work_dir / "dev", **options))
+        prod = LocalEnvironment("prod", LocalTarget(data_dir, work_dir / "prod", **options))
+        try:
+            say("dev trains every candidate and registers the best")
+            flow.run(dev.target, [workload], say)
+            champion = dev.registered_model(workload)
+            served = promotion.promote(dev, prod, registry, workload, say)
+            same = file_hashes(dev.model_files(champion)) == file_hashes(prod.model_files(served))
+            tags = prod.model_tags(served)
+            expected.append((f"{workload.name}: prod serves dev's {champion.name}:{champion.version} byte for byte (as "
+                             f"{served.name}:{served.version}), tagged lineage.source_version={tags.get('lineage.source_version')}",
+                             same and tags.get("lineage.source_version") == champion.version))  # fmt: skip
+            weaker = _weaker_run(dev, workload, work_dir, options, say)
+            try:
+                promotion.promote(dev, prod, registry, workload, say, version=weaker)
+                expected.append((f"{workload.name}: the weaker dev model {weaker} is refused", False))
+            except promotion.PromotionRefused as refused:
+                say(f"refused: {refused}")
+                expected.append((f"{workload.name}: the weaker dev model {weaker} is refused, naming both figures",
+                                 str(refused).count(f"{workload.metric}=") == 2))  # fmt: skip
+            forced = promotion.promote(dev, prod, registry, workload, say, version=weaker, force=True)
+            restored = promotion.rollback(prod, workload, say)
+            expected.append((f"{workload.name}: --force serves {forced.version}, --rollback serves {served.version} again",
+                             prod.live_version(workload) == restored.version == served.version))  # fmt: skip
+        finally:
+            dev.target.close()
+            prod.target.close()
+    for what, held in expected:
+        report(f"{'as expected' if held else 'NOT as expected'}: {what}")
+    return 0 if all(held for _, held in expected) else 1
+
+
+def _weaker_run(dev: LocalEnvironment, workload: Workload, work_dir: Path, options: dict, report: Report) -> str:
+    """A real, weaker dev model: the workload's first candidate trained on a few of the rows; its registered version."""
+    import dataclasses
+
+    from jobs import flow
+    from jobs.flow import source_module
+
+    tabular = source_module("tabular")
+    frame = tabular.read_table(dev.data_file(workload))
+    small = work_dir / "dev-weaker-data"
+    small.mkdir(parents=True, exist_ok=True)
+    sample = frame.sample(frac=WEAKER_SHARE, random_state=0)
+    sample.to_csv(small / workload.data.file, index=False)  # tabular.read_table finds the delimiter itself
+    report(f"a weaker dev run: {workload.jobs[0].key} alone on {len(sample):,} of {len(frame):,} rows")
+    target = LocalTarget(small, work_dir / "dev", **options)
+    try:
+        flow.run(target, [dataclasses.replace(workload, jobs=workload.jobs[:1], batch=False)], report)
+        return target.registered_model(workload).version
+    finally:
+        target.close()
