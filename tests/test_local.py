@@ -19,7 +19,7 @@ from jobs import flow
 from jobs.cli import main
 from jobs.flow import FlowError
 from jobs.local.specs import Bandit, render, sample
-from jobs.local.target import SOURCE_DIR, LocalTarget
+from jobs.local.target import SOURCE_DIR, LocalTarget, new_store
 from jobs.workloads import load_workloads
 from tests.bank_sample import bank_frame
 from tests.housing_sample import housing_frame
@@ -378,3 +378,20 @@ def test_a_sweep_whose_trials_fail_is_a_failed_job_with_the_trials_log(local_run
         flow.Job("toy-failing", "toy-failing", tmp_path / "sweep.yml"), print)
     assert result.status == "Failed" and result.error == "no trial completed; trial 2 exit code 1"
     assert "cannot read housing.csv" in result.log
+
+
+def test_a_new_store_is_a_copy_of_the_migrated_template_with_its_artifacts_beside_it(tmp_path, monkeypatch):
+    """Each work dir's MLflow store starts as a copy of one migrated empty store (made once per MLflow version), and
+    its Default experiment keeps artifacts in the work dir, never in ./mlruns of wherever the command runs."""
+    import mlflow
+
+    monkeypatch.setattr("jobs.local.target.STORE_TEMPLATES", tmp_path / "cache")
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        new_store(tmp_path / name / "mlflow.db")
+        uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
+        (default,) = mlflow.MlflowClient(uri, uri).search_experiments()
+        assert default.artifact_location == (tmp_path / name / "artifacts" / "Default").as_uri()
+    assert [path.name for path in (tmp_path / "cache").iterdir() if path.suffix == ".db"] == [f"mlflow-{mlflow.__version__}.db"]
+    # the second came from the template: the same schema, byte for byte, but for the experiment's location
+    assert (tmp_path / "first" / "mlflow.db").stat().st_size == (tmp_path / "second" / "mlflow.db").stat().st_size

@@ -48,6 +48,9 @@ POLL_SECONDS = 0.5
 # the most minutes one AutoML job gets here (its spec's limit is for Azure's clusters): what keeps
 # `make local`, both workloads and every candidate, within about 4 minutes on a 2-core machine
 AUTOML_MINUTES = 0.75
+# empty MLflow stores with every schema migration applied, one per MLflow version: a new work dir's store is a copy,
+# where creating one runs the migrations again (about 2 seconds each time)
+STORE_TEMPLATES = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "azureml-platform"
 # an AutoML job's data inputs, and the suffixes of the MLTable assets the Azure target registers per workload
 AUTOML_DATA = ("training_data", "validation_data", "test_data")
 MLTABLE_SUFFIXES = ("-test-mltable", "-mltable")
@@ -128,6 +131,9 @@ class LocalTarget:
             import mlflow
 
             self.work_dir.mkdir(parents=True, exist_ok=True)
+            store = self.work_dir / "mlflow.db"
+            if not store.exists():
+                new_store(store)
             mlflow.set_tracking_uri(self.tracking_uri)
             mlflow.set_registry_uri(self.tracking_uri)
             self._client = mlflow.MlflowClient(self.tracking_uri, self.tracking_uri)
@@ -520,6 +526,33 @@ class LocalTarget:
         self.client.set_terminated(parent, "FINISHED")
         report(f"best trial {best.number} ({best.run_id}): {metric}={best.metrics[metric]:,.6g} {_shown(best.params)}")
         return JobResult(job, parent, "Completed", metrics=best.metrics, primary_metric=metric, model_uri=best.model_uri)
+
+
+def new_store(path: Path) -> None:
+    """An empty MLflow store at `path`: a copy of this MLflow version's migrated template (made once, atomically, so
+    that processes may race for it). Its Default experiment keeps its artifacts beside the store, not in the current
+    directory's ./mlruns, where MLflow would put them."""
+    import sqlite3
+
+    import mlflow
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    template = STORE_TEMPLATES / f"mlflow-{mlflow.__version__}.db"
+    try:
+        if not template.is_file():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            partial = template.with_name(f"{template.name}.{os.getpid()}.{threading.get_ident()}.partial")
+            partial.unlink(missing_ok=True)
+            SqlAlchemyStore(f"sqlite:///{partial}", str(template.parent / "artifacts")).engine.dispose()
+            os.replace(partial, template)
+        shutil.copyfile(template, path)
+    except OSError:  # no writable cache folder: the store is made in place, migrations and all
+        SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts")).engine.dispose()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                   ((path.parent / "artifacts" / "Default").as_uri(),))  # fmt: skip
+    db.close()
 
 
 class _Stopped(Exception):
