@@ -47,7 +47,8 @@ class MlRegistryArgs:
 
 class MlRegistry(pulumi.ComponentResource):
     """The ML registry, in its own resource group, and its two custom roles. Protected: it holds every promoted
-    model, and its name can never be used again in the tenant's lifetime of the deleted registry (README)."""
+    model (README, "The ML registry's stack": what tearing it down loses). Its regions' storage and ACR IDs are the
+    primary region's: an environment in a replication region would need its own region's (none is, today)."""
 
     def __init__(self, name: str, args: MlRegistryArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("azureml-platform:infra:MlRegistry", name, None, opts)
