@@ -609,3 +609,41 @@ def ml_registry_acr_is_premium(resource: Resource) -> Iterator[str]:
             sku = details.get("systemCreatedAcrAccount", {}).get("acrAccountSku") if known(details) else UNKNOWN_VALUE
             if sku not in ("Premium", UNKNOWN_VALUE):
                 yield f"{resource.where}: region {region.get('location')!r} has an ACR of SKU {sku!r}; allowed: Premium"
+
+
+@rule(
+    "platform",
+    whole_stack=True,
+    source="Network isolation in batch endpoints (learn.microsoft.com/azure/machine-learning/how-to-secure-batch-"
+    "endpoint): \"Ensure blob, file, queue, and table private endpoints are configured for the storage accounts ... "
+    "Batch deployments require all the four to properly work.\"",
+)
+def storage_reached_privately_for_batch(stack: Stack) -> Iterator[str]:
+    """In a stack with a VNet, the workspace's storage has private endpoints for blob, file, queue and table."""
+    if not stack.of_type(VIRTUAL_NETWORK):
+        return
+    storage = {resource.urn for resource in stack.of_type(STORAGE)}
+    present = set()
+    for endpoint in stack.of_type(PRIVATE_ENDPOINT):
+        targets = set(endpoint.depends_on("privateLinkServiceConnections"))
+        if targets & storage:
+            present |= {group for connection in endpoint.get("privateLinkServiceConnections", []) or [] if known(connection)
+                        for group in connection.get("groupIds") or []}  # fmt: skip
+    for group in ("blob", "file", "queue", "table"):
+        if group not in present:
+            yield f"the workspace's storage has no private endpoint for {group}: batch deployments need all four"
+
+
+@rule(
+    "platform",
+    source="Azure's secure workspace template (azure-quickstart-templates, quickstarts/microsoft.machinelearningservices/"
+    "machine-learning-end-to-end-secure/modules/vnet.bicep): its training subnet, for compute without a public IP, sets "
+    "\"privateLinkServiceNetworkPolicies: 'Disabled'\"",
+)
+def training_subnet_allows_private_link_services(resource: Resource) -> Iterator[str]:
+    """The training subnet, where compute without a public IP runs, has private link service network policies off."""
+    if resource.type != VIRTUAL_NETWORK:
+        return
+    for subnet in resource.get("subnets", []) or []:
+        if known(subnet) and subnet.get("name") == "snet-training" and subnet.get("privateLinkServiceNetworkPolicies") != "Disabled":
+            yield f"{resource.where}: subnet snet-training has privateLinkServiceNetworkPolicies {subnet.get('privateLinkServiceNetworkPolicies')!r}; allowed: Disabled"

@@ -29,12 +29,19 @@ PRIVATE_DNS_ZONES = {
     # "Port 445 must be open for private network communications between your compute instances and the
     # default storage account during training": the workspace's file share
     "file": ("privatelink.file.core.windows.net",),
+    # batch deployments: "Ensure blob, file, queue, and table private endpoints are configured for the storage
+    # accounts ... Batch deployments require all the four to properly work." (how-to-secure-batch-endpoint)
+    "queue": ("privatelink.queue.core.windows.net",),
+    "table": ("privatelink.table.core.windows.net",),
     "vault": ("privatelink.vaultcore.azure.net",),
     "registry": ("privatelink.azurecr.io",),
     # "Azure Machine Learning registry (Microsoft.MachineLearningServices/registries) | amlregistry |
     # privatelink.api.azureml.ms" (how-to-registry-network-isolation): the workspace's zone, no new one
     "amlregistry": ("privatelink.api.azureml.ms",),
 }
+
+
+STORAGE_GROUPS = ("blob", "file", "queue", "table")
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,9 @@ class PrivateNetwork(pulumi.ComponentResource):
                         "addressPrefix": address.training_subnet,
                         "natGateway": {"id": nat.id},
                         "defaultOutboundAccess": False,
+                        # compute without a public IP: Microsoft's secure workspace template disables it on its
+                        # training subnet (azure-quickstart-templates, machine-learning-end-to-end-secure, vnet.bicep)
+                        "privateLinkServiceNetworkPolicies": "Disabled",
                     },
                     {"name": Names.AKS_SUBNET, "addressPrefix": address.aks_subnet, "defaultOutboundAccess": False},
                     {
@@ -127,11 +137,10 @@ class PrivateNetwork(pulumi.ComponentResource):
             )
             zones[zone_name] = zone
 
-        # target -> (resource, private link groups); storage's queue and table are "Only needed if you plan to
-        # use Batch endpoints or the ParallelRunStep"
+        # target -> (resource, private link groups); storage needs all four: both shipped workloads serve in batch
         targets = {
             "workspace": (workspace.workspace, ("amlworkspace",)),
-            "storage": (workspace.storage, ("blob", "file")),
+            "storage": (workspace.storage, STORAGE_GROUPS),
             "keyvault": (workspace.key_vault, ("vault",)),
             "registry": (workspace.registry, ("registry",)),
         }

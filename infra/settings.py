@@ -59,7 +59,9 @@ SUBNET_RESERVED_ADDRESSES = 5
 # "The upper limit for the number of IP ranges you can specify is 200." (AKS API server authorized IP ranges)
 AKS_AUTHORIZED_RANGES_LIMIT = 200
 AKS_TIERS = ("Free", "Standard")
-ROUTER_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ClusterIP")
+# NodePort is left out: the az CLI's k8s-extension also sets scoringFe.serviceType.nodePort for it (azure-cli-extensions,
+# k8s-extension's AzureMLKubernetes partner code), which infra/inference.py does not send
+ROUTER_SERVICE_TYPES = ("LoadBalancer", "ClusterIP")
 CLUSTER_PURPOSES = ("DevTest", "FastProd")
 # the compute namespace must exist before attach: `default`, or the extension's own `azureml`
 COMPUTE_NAMESPACES = ("default", "azureml")

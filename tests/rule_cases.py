@@ -257,6 +257,9 @@ def cases() -> list[Case]:
         Case("extension-enables-a-workload", "dev", set_input(security.EXTENSION, None, "configurationSettings.enableInference", "False"), "neither"),
         *workstation_cases(),
         *ml_registry_cases(),
+        Case("storage-reached-privately-for-batch", "prod", drop(lambda e: e.resource.name == "pe-storage-queue"), "no private endpoint for queue"),
+        Case("training-subnet-allows-private-link-services", "prod", set_input(security.VIRTUAL_NETWORK, None, "subnets",
+             [{"name": "snet-training", "addressPrefix": "10.60.0.0/24"}]), "privateLinkServiceNetworkPolicies None"),
     ]
 
 

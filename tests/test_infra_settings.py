@@ -189,3 +189,8 @@ def test_aks_authorized_ranges_and_switches():
         f"{NS}:aks.encryptionAtHost is 'maybe'; allowed: true, false")
     too_many = [f"20.{i // 250}.{i % 250}.0/24" for i in range(201)]
     assert "the limit is 200" in only_problem(with_setting(stack_config("dev"), f"{NS}:aks.authorizedIpRanges", too_many))
+
+
+def test_a_nodeport_router_is_refused_since_its_port_setting_is_not_sent():
+    problem = only_problem(with_setting(stack_config("dev"), f"{NS}:inference.routerServiceType", "NodePort"))
+    assert problem == f"{NS}:inference.routerServiceType is 'NodePort'; allowed: LoadBalancer, ClusterIP"

@@ -372,7 +372,8 @@ def test_the_private_network(stack, settings):
     endpoints = {r.inputs["privateLinkServiceConnections"][0]["groupIds"][0]: r for r in stack.of_type(f"{NETWORK}:PrivateEndpoint")
                  if not r.name.startswith("pe-mlregistry")}  # the ML registry's: tests/test_ml_registry.py
     assert set(endpoints) == set(PRIVATE_DNS_ZONES) - {"amlregistry"}
-    targets = {"amlworkspace": f"{ML}:Workspace", "blob": "azure-native:storage:StorageAccount", "file": "azure-native:storage:StorageAccount",
+    storage = "azure-native:storage:StorageAccount"
+    targets = {"amlworkspace": f"{ML}:Workspace", "blob": storage, "file": storage, "queue": storage, "table": storage,
                "vault": "azure-native:keyvault:Vault", "registry": "azure-native:containerregistry:Registry"}  # fmt: skip
     zones = {r.inputs["privateZoneName"]: r for r in stack.of_type("azure-native:privatedns:PrivateZone")}
     groups = {r.inputs["privateEndpointName"]: r for r in stack.of_type(f"{NETWORK}:PrivateDnsZoneGroup")}
@@ -384,6 +385,30 @@ def test_the_private_network(stack, settings):
     links = stack.of_type("azure-native:privatedns:VirtualNetworkLink")
     assert sorted(link.inputs["privateZoneName"] for link in links) == sorted(zones)
     assert all(link.inputs["virtualNetwork"] == {"id": stack.one(f"{NETWORK}:VirtualNetwork").id} for link in links)
+
+
+# what a batch scoring job reaches (how-to-secure-batch-endpoint: the workspace, its storage's blob, file, queue and
+# table, Key Vault, the container registry its image comes from), by private link group
+BATCH_SERVICES = {"amlworkspace": f"{ML}:Workspace", "blob": "azure-native:storage:StorageAccount",
+                  "file": "azure-native:storage:StorageAccount", "queue": "azure-native:storage:StorageAccount",
+                  "table": "azure-native:storage:StorageAccount", "vault": "azure-native:keyvault:Vault",
+                  "registry": "azure-native:containerregistry:Registry"}  # fmt: skip
+
+
+def test_every_service_a_batch_job_reaches_has_prods_private_endpoint_and_dns_zone(capsys):
+    prod = run_stack("prod")
+    endpoints = {(r.inputs["privateLinkServiceConnections"][0]["groupIds"][0], r.inputs["privateLinkServiceConnections"][0]["privateLinkServiceId"]): r
+                 for r in prod.of_type(f"{NETWORK}:PrivateEndpoint")}  # fmt: skip
+    zones = {r.id: r.inputs["privateZoneName"] for r in prod.of_type("azure-native:privatedns:PrivateZone")}
+    groups = {r.inputs["privateEndpointName"]: r.inputs for r in prod.of_type(f"{NETWORK}:PrivateDnsZoneGroup")}
+    listed = []
+    for group, token in BATCH_SERVICES.items():
+        endpoint = endpoints[(group, prod.one(token).id)]
+        found = [zones[config["privateDnsZoneId"]] for config in groups[endpoint.state["name"]]["privateDnsZoneConfigs"]]
+        assert found == list(PRIVATE_DNS_ZONES[group])
+        listed.append(f"{token.rsplit(':', 1)[-1]:<16} {group:<13} {endpoint.state['name']:<40} {', '.join(found)}")
+    print("\n".join(listed))  # the table the README's network section gives
+    assert len(listed) == 7
 
 
 def test_prod_protects_stateful_resources_and_dev_protects_nothing(stack, settings):
