@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping
 
 from infra import roles, schedules
 from infra.naming import COMPUTE_INSTANCE as COMPUTE_INSTANCE_NAME
+from infra.naming import Names
 from infra.rules import UNKNOWN as UNKNOWN_VALUE
 from infra.rules import Resource, Stack, known, rule
 from infra.security import (
@@ -215,21 +216,19 @@ def deployment_fits_instance_type(deployment: Mapping, instance_type: Mapping) -
 )
 def compute_in_a_vnet_reaches_the_workspace_privately(stack: Stack) -> Iterator[str]:
     """A training cluster or workstation in a subnet has a workspace private endpoint to talk to."""
-    workspace_endpoints = [
-        endpoint
-        for endpoint in stack.of_type(PRIVATE_ENDPOINT)
-        if any(
-            "amlworkspace" in (connection.get("groupIds") or [])
-            for connection in endpoint.get("privateLinkServiceConnections", []) or []
-            if known(connection)
-        )
-    ]
+    workspace_endpoints = [endpoint for endpoint in stack.of_type(PRIVATE_ENDPOINT) if "amlworkspace" in _groups(endpoint)]
     for resource in stack.resources:
         compute = training_compute(resource)
         if compute is None or not compute.get("subnet"):
             continue
         if not workspace_endpoints:
             yield f"{resource.where}: in a subnet, but the workspace has no private endpoint (group amlworkspace)"
+
+
+def _groups(endpoint: Resource) -> list[str]:
+    """The private link groups of a private endpoint's known connections."""
+    return [group for connection in endpoint.get("privateLinkServiceConnections", []) or [] if known(connection)
+            for group in connection.get("groupIds") or []]  # fmt: skip
 
 
 _PRIVATE_LINK_TARGETS = {"amlworkspace": WORKSPACE, "blob": STORAGE, "vault": KEY_VAULT, "registry": REGISTRY}
@@ -249,13 +248,7 @@ def aks_in_a_vnet_has_private_endpoints(stack: Stack) -> Iterator[str]:
         pool.get("vnetSubnetID") for pool in cluster.get("agentPoolProfiles", []) or [] if known(pool))]  # fmt: skip
     if not clusters:
         return
-    present = {
-        group
-        for endpoint in stack.of_type(PRIVATE_ENDPOINT)
-        for connection in endpoint.get("privateLinkServiceConnections", []) or []
-        if known(connection)
-        for group in connection.get("groupIds") or []
-    }
+    present = {group for endpoint in stack.of_type(PRIVATE_ENDPOINT) for group in _groups(endpoint)}
     for cluster in clusters:
         for group, target in _PRIVATE_LINK_TARGETS.items():
             if stack.of_type(target) and group not in present:
@@ -627,8 +620,7 @@ def storage_reached_privately_for_batch(stack: Stack) -> Iterator[str]:
     for endpoint in stack.of_type(PRIVATE_ENDPOINT):
         targets = set(endpoint.depends_on("privateLinkServiceConnections"))
         if targets & storage:
-            present |= {group for connection in endpoint.get("privateLinkServiceConnections", []) or [] if known(connection)
-                        for group in connection.get("groupIds") or []}  # fmt: skip
+            present |= set(_groups(endpoint))
     for group in ("blob", "file", "queue", "table"):
         if group not in present:
             yield f"the workspace's storage has no private endpoint for {group}: batch deployments need all four"
@@ -645,5 +637,6 @@ def training_subnet_allows_private_link_services(resource: Resource) -> Iterator
     if resource.type != VIRTUAL_NETWORK:
         return
     for subnet in resource.get("subnets", []) or []:
-        if known(subnet) and subnet.get("name") == "snet-training" and subnet.get("privateLinkServiceNetworkPolicies") != "Disabled":
-            yield f"{resource.where}: subnet snet-training has privateLinkServiceNetworkPolicies {subnet.get('privateLinkServiceNetworkPolicies')!r}; allowed: Disabled"
+        if known(subnet) and subnet.get("name") == Names.TRAINING_SUBNET and subnet.get("privateLinkServiceNetworkPolicies") != "Disabled":
+            yield (f"{resource.where}: subnet {Names.TRAINING_SUBNET} has privateLinkServiceNetworkPolicies "
+                   f"{subnet.get('privateLinkServiceNetworkPolicies')!r}; allowed: Disabled")  # fmt: skip

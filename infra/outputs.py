@@ -60,6 +60,8 @@ REQUIRED = (
 OPTIONAL = (GPU_CLUSTER, ML_REGISTRY_NAME, ML_REGISTRY_ACCESS)
 # keys whose value is a JSON object of names rather than one name: exported by every stack, absence reads as empty
 MAPS = (WORKSTATIONS,)
+# keys whose value is one of a few words, and those words
+CHOICES = {NETWORK_ISOLATION: NETWORK_ISOLATION_VALUES, ML_REGISTRY_ACCESS: ML_REGISTRY_ACCESS_VALUES}
 # keys that must only ever be exported as Pulumi secrets
 SECRET = (AUTOMATION_CLIENT_SECRET,)
 

@@ -376,10 +376,24 @@ def promote(args, target) -> int:
     promoted = [workload for workload in load_workloads(args.workload) if workload.promotion == "registry" or args.workload]
     if not promoted:
         raise FlowError("no workload sets promotion: registry; name one with --workload")
-    return max(_promote_azure(args, workload) for workload in promoted)
+    return _promote_azure(args, promoted)
 
 
-def _promote_azure(args, workload) -> int:
+def _unless_refused(step) -> int:
+    """0 once `step()` has run; 1, with the refusal on stderr, when the target's comparison refused the candidate."""
+    from jobs import promotion
+
+    try:
+        step()
+    except promotion.PromotionRefused as refused:
+        print(f"refused: {refused}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _promote_azure(args, workloads) -> int:
+    """Each workload through the ML registry, with one sign-in per side: the source's identity publishes, the target's
+    compares and rolls out (or rolls back)."""
     from jobs import promotion
     from jobs.azure import commands
     from jobs.azure.promotion import AzureEnvironment, AzureMlRegistry, check_pair, registry_client
@@ -390,40 +404,41 @@ def _promote_azure(args, workload) -> int:
         raise FlowError("--rollback needs the target: --to STACK or --to-outputs FILE")
     registry_name = check_pair(None if args.rollback else source_outputs, target_outputs)
     if args.dry_run:
-        print(commands.dry_run_promotion(source_outputs, target_outputs, workload, args.data_dir))
+        for workload in workloads:
+            print(commands.dry_run_promotion(source_outputs, target_outputs, workload, args.data_dir))
         return 0
-    published = None
+
+    def signed_in(outputs, data_dir):
+        environment = AzureEnvironment(commands.target(outputs, data_dir))
+        return environment, AzureMlRegistry(registry_client(environment.target.credential, registry_name), registry_name, environment.name)
+
+    published = {}
     if source_outputs is not None and not args.rollback:
-        source = AzureEnvironment(commands.target(source_outputs, args.from_data_dir or args.data_dir))
-        registry = AzureMlRegistry(registry_client(source.target.credential, registry_name), registry_name, source.name)
-        published = promotion.publish(source, registry, workload, args.version, print)
+        source, registry = signed_in(source_outputs, args.from_data_dir or args.data_dir)
+        published = {workload.name: promotion.publish(source, registry, workload, args.version, print) for workload in workloads}
     if target_outputs is None:
         return 0
-    destination = AzureEnvironment(commands.target(target_outputs, args.data_dir))
-    destination.target.prepare([workload], print, data=False)  # the environments its deployments pin
-    if args.rollback:
-        promotion.rollback(destination, workload, print)
-        return 0
-    registry = AzureMlRegistry(registry_client(destination.target.credential, registry_name), registry_name, destination.name)
-    published = published or (registry.get(workload.model, args.version) if args.version else registry.newest(workload.model))
-    try:
-        promotion.adopt(destination, registry, published, workload, print, force=args.force)
-    except promotion.PromotionRefused as refused:
-        print(f"refused: {refused}", file=sys.stderr)
-        return 1
-    return 0
+    destination, registry = signed_in(target_outputs, args.data_dir)
+    destination.target.prepare(workloads, print, data=False)  # the environments its deployments pin
+    codes = []
+    for workload in workloads:
+        if args.rollback:
+            promotion.rollback(destination, workload, print)
+            continue
+        candidate = published.get(workload.name) or (
+            registry.get(workload.model, args.version) if args.version else registry.newest(workload.model))
+        codes.append(_unless_refused(lambda w=workload, c=candidate: promotion.adopt(destination, registry, c, w, print, force=args.force)))
+    return max(codes, default=0)
 
 
 def _promote_local(args, workload) -> int:
     from jobs import promotion
-    from jobs.local.promotion import ML_REGISTRY_FOLDER, LocalEnvironment, LocalMlRegistry
+    from jobs.local.promotion import ML_REGISTRY_FOLDER, LocalEnvironment, LocalMlRegistry, demo
     from jobs.local.target import LocalTarget
 
     if args.env:
         raise FlowError("promote names its environments with --from and --to, not --env")
     if args.demo:
-        from jobs.local.promotion import demo
-
         return demo(args.data_dir, args.work_dir, load_workloads(args.workload), print, args.automl_minutes)
     if not args.destination:
         raise FlowError("promote needs --to ENV")
@@ -437,15 +452,12 @@ def _promote_local(args, workload) -> int:
         source = LocalEnvironment(args.source, LocalTarget(args.from_data_dir or args.data_dir, args.work_dir / args.source, workers=1))
         registry = LocalMlRegistry(args.work_dir / ML_REGISTRY_FOLDER)
         try:
-            promotion.promote(source, destination, registry, workload, print, version=args.version, force=args.force)
-        except promotion.PromotionRefused as refused:
-            print(f"refused: {refused}", file=sys.stderr)
-            return 1
+            return _unless_refused(lambda: promotion.promote(source, destination, registry, workload, print,
+                                                             version=args.version, force=args.force))  # fmt: skip
         finally:
             source.target.close()
     finally:
         destination.target.close()
-    return 0
 
 
 COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "deploy": deploy, "status": status,

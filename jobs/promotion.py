@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from jobs.flow import SOURCE_DIR, FlowError, RegisteredModel, Report, answer_problem, score_sample_in_batch, stamped
+from jobs.flow import SOURCE_DIR, FlowError, RegisteredModel, Report, answer_problem, git_commit, score_sample_in_batch, stamped
 from jobs.workloads import Workload
 
 ENVIRONMENT_FILE = "conda.yaml"  # the serving environment, as MLflow saved it with the model
@@ -58,11 +58,6 @@ def github_run() -> str:
     """The GitHub Actions run this step is part of (its page shows who approved each environment's jobs), or ""."""
     parts = [os.environ.get(name, "") for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")]
     return f"{parts[0]}/{parts[1]}/actions/runs/{parts[2]}" if all(parts) else ""
-
-
-def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SOURCE_DIR, capture_output=True, text=True, check=False)
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 @dataclass(frozen=True)
@@ -130,10 +125,9 @@ def publish(source: Environment, registry: MlRegistry, workload: Workload, versi
     return published
 
 
-def compare(target: Environment, candidate: Path, workload: Workload, report: Report) -> dict:
-    """Step 2: evaluate.py on this machine, the candidate against the target's live model on the target's own
-    held-out rows (the retraining pipelines' fair comparison); its verdict."""
-    live = target.live_version(workload)
+def compare(target: Environment, candidate: Path, live: str | None, workload: Workload, report: Report) -> dict:
+    """Step 2: evaluate.py on this machine, the candidate against the target's live model (version `live`, None when
+    nothing serves) on the target's own held-out rows (the retraining pipelines' fair comparison); its verdict."""
     with tempfile.TemporaryDirectory(prefix=f"promote-{workload.name}-") as folder:
         work = Path(folder)
         command = [sys.executable, str(SOURCE_DIR / "evaluate.py"), "--data", str(target.data_file(workload)),
@@ -188,19 +182,20 @@ def adopt(target: Environment, registry: MlRegistry, published: Published, workl
     """Compare and roll out an ML registry version in the target (CI runs this as the target's identity, after its
     reviewers approved)."""
     candidate = registry.download(published)
-    verdict = compare(target, candidate, workload, report)
+    live = target.live_version(workload)
+    verdict = compare(target, candidate, live, workload, report)
     measured = verdict["best"][workload.metric]
     if not verdict["better"]:
-        live = verdict["registered"]
-        message = (f"{target.name} keeps version {live['version']}: the candidate {published.name}:{published.version} "
+        serving = verdict["registered"]
+        message = (f"{target.name} keeps version {serving['version']}: the candidate {published.name}:{published.version} "
                    f"scores {workload.metric}={measured:g} on {target.name}'s held-out rows against the live model's "
-                   f"{workload.metric}={live[workload.metric]:g} ({workload.goal})")  # fmt: skip
+                   f"{workload.metric}={serving[workload.metric]:g} ({workload.goal})")  # fmt: skip
         if not force:
             raise PromotionRefused(message + "; --force promotes it all the same")
         report(f"--force: {message}, promoted all the same")
     tags = {f"{LINEAGE_PREFIX}{key}": str(value) for key, value in published.lineage.items() if key != "files"}
     tags.update({"workload": workload.name, "metric": workload.metric, workload.metric: repr(measured),
-                 PREVIOUS_TAG: target.live_version(workload) or "", REGISTRY_VERSION_TAG: published.version,
+                 PREVIOUS_TAG: live or "", REGISTRY_VERSION_TAG: published.version,
                  # in CI, the run whose prod job its reviewers approved before this ran: its page names them
                  APPROVED_IN_TAG: github_run(),
                  FILES_TAG: published.lineage[FILES_TAG]})  # fmt: skip

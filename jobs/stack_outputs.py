@@ -33,8 +33,8 @@ def _problem(key: str, value: object) -> str | None:
         return f"{key}: expected a non-empty string, got {type(value).__name__}"
     if value == _HIDDEN_SECRET:
         return f"{key}: hidden as a secret (run pulumi stack output with --show-secrets)"
-    if key == keys.NETWORK_ISOLATION and value not in keys.NETWORK_ISOLATION_VALUES:
-        return f"{key}: {value!r} is none of {', '.join(keys.NETWORK_ISOLATION_VALUES)}"
+    if key in keys.CHOICES and value not in keys.CHOICES[key]:
+        return f"{key}: {value!r} is none of {', '.join(keys.CHOICES[key])}"
     return None
 
 

@@ -539,6 +539,7 @@ def every_stack() -> list[str]:
     return stack_names() + sorted(TEAM_STACKS) + [ML_REGISTRY]
 
 
+@functools.lru_cache(maxsize=None)
 def ml_registry_references() -> dict[str, Mapping[str, Any]]:
     """What each environment's StackReference reads: the registry stack's outputs as the engine stores them, under
     the name every stack file gives it (the one stack, whatever organization the files name)."""

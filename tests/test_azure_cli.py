@@ -272,3 +272,9 @@ def test_status_says_when_a_stack_has_no_workstations(data_dir, tmp_path, capsys
     outputs = write_outputs(tmp_path, {**OUTPUTS, keys.WORKSTATIONS: {}})
     assert cli.main(["status", "--outputs", outputs, "--data-dir", str(data_dir)]) == 0
     assert "workstations: none in this stack" in capsys.readouterr().out
+
+
+def test_an_ml_registry_access_that_is_neither_publish_nor_read_is_named(tmp_path, capsys):
+    outputs = {**OUTPUTS, keys.ML_REGISTRY_NAME: "mlr-x", keys.ML_REGISTRY_ACCESS: "write"}
+    assert cli.main(["run", "--outputs", write_outputs(tmp_path, outputs), "--dry-run"]) == 1
+    assert f"{keys.ML_REGISTRY_ACCESS}: 'write' is none of publish, read" in capsys.readouterr().err

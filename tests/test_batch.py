@@ -21,6 +21,7 @@ from jobs.azure import assets as azure_assets, batch as azure_batch, entities
 from jobs.azure.commands import to_yaml
 from jobs.azure.target import AzureTarget
 from jobs.batch import BatchSummary, read_output, sample_problem, write_sample
+from jobs.flow import SOURCE_DIR
 from jobs.flow import FlowError, RegisteredModel
 from jobs.local import batch as local_batch
 from jobs.local.target import LocalTarget
@@ -73,7 +74,7 @@ def test_the_entities_come_from_the_specs_and_the_stack_outputs():
     assert deployment.compute == OUTPUTS[keys.CPU_CLUSTER]
     assert deployment.model == "azureml:bank-marketing-classifier:3"
     assert deployment.environment == registered["tabular-batch"].reference
-    assert deployment.code_configuration.code == str(local_batch.SOURCE_DIR)
+    assert deployment.code_configuration.code == str(SOURCE_DIR)
     assert deployment.settings.error_threshold == SETTINGS.error_threshold
     assert deployment.name.startswith("v3-") and len(deployment.name) <= 32
     # named after what it serves: the same inputs, the same name; another model version, another deployment

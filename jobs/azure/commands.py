@@ -209,7 +209,7 @@ def schedule(azure: AzureTarget, workloads: list[Workload], report: Report = pri
         elif workload.retrain:
             wanted.append(("retraining", *entities.schedule_entity(workload, azure.outputs, azure.assets)))
         for kind in workload.online if workload.monitor.schedule else ():
-            deployment = _live_deployment(azure, workload, kind)
+            deployment = live_deployment(azure, workload, kind)
             if deployment is None:
                 report(f"{workload.name}: no monitor of the {kind} endpoint yet: it serves no deployment (`run` or `deploy` first)")
                 continue
@@ -222,7 +222,7 @@ def schedule(azure: AzureTarget, workloads: list[Workload], report: Report = pri
     return done
 
 
-def _live_deployment(azure: AzureTarget, workload: Workload, kind: str) -> str | None:
+def live_deployment(azure: AzureTarget, workload: Workload, kind: str) -> str | None:
     """The deployment the workload's `kind` endpoint sends its traffic to, or None when there is none yet."""
     try:
         traffic = azure.ml_client.online_endpoints.get(entities.endpoint_name(workload, kind, azure.outputs)).traffic or {}

@@ -8,12 +8,9 @@ model and deployment names come from the workload (the stack outputs name only w
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
-import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -43,7 +40,7 @@ from azure.ai.ml.entities._load_functions import load_schedule
 from infra import outputs as keys
 from infra.naming import ENDPOINT_RULE
 from jobs.azure.assets import Asset, digest_files, digest_folder, digest_text
-from jobs.flow import COLLECTOR_ROOT, SPECS_DIR, FlowError, Job, JobResult, RegisteredModel
+from jobs.flow import COLLECTOR_ROOT, SPECS_DIR, FlowError, Job, JobResult, RegisteredModel, git_commit
 from jobs.workloads import Workload
 
 ENDPOINTS_DIR = SPECS_DIR / "endpoints"
@@ -107,20 +104,6 @@ def compute_for(job: Job, compute: str | None, outputs: Mapping[str, str | None]
         cpu = outputs[keys.CPU_CLUSTER]
         return cpu, f"no {keys.GPU_CLUSTER} output (GPU cluster off in this stack): {job.key} runs on the CPU cluster {cpu}"
     return compute, None
-
-
-@functools.cache
-def git_commit() -> str:
-    """The commit being run: GITHUB_SHA in CI, else the checkout's HEAD (+ "-dirty" with local changes)."""
-    if os.environ.get("GITHUB_SHA"):
-        return os.environ["GITHUB_SHA"]
-    root = Path(__file__).parent.parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 @dataclass

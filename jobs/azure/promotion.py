@@ -28,6 +28,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, Serv
 
 from infra import outputs as keys
 from jobs.azure import assets, entities
+from jobs.azure.commands import live_deployment
 from jobs.azure.credentials import first_line
 from jobs.azure.target import AzureTarget
 from jobs.flow import FlowError, RegisteredModel, Report, model_folder
@@ -201,17 +202,13 @@ class AzureEnvironment:
         return self.target.data_dir / workload.data.file
 
     def live_version(self, workload: Workload) -> str | None:
-        """The model version the workload's first online endpoint sends most of its traffic to."""
-        for kind in workload.online:
-            endpoint = entities.endpoint_name(workload, kind, self.outputs)
-            try:
-                traffic = self.ml_client.online_endpoints.get(endpoint).traffic or {}
-            except ResourceNotFoundError:
+        """The model version of the deployment the workload's first online endpoint sends most of its traffic to."""
+        for kind in workload.online[:1]:
+            name = live_deployment(self.target, workload, kind)
+            if name is None:
                 return None
-            serving = {name: share for name, share in traffic.items() if share}
-            if not serving:
-                return None
-            deployment = self.ml_client.online_deployments.get(max(serving, key=serving.get), endpoint_name=endpoint)
+            deployment = self.ml_client.online_deployments.get(name, endpoint_name=entities.endpoint_name(workload, kind, self.outputs))
+            # azureml:<name>:<version> as sent, or .../models/<name>/versions/<version> as Azure answers
             return str(deployment.model).rstrip("/").rsplit(":", 1)[-1].rsplit("/", 1)[-1]
         return None
 

@@ -43,7 +43,6 @@ from jobs.batch import ERROR_STATUS, FILE, ROW, STATUS, BatchSummary, Tally, inp
 from jobs.flow import SPECS_DIR, FlowError, Report
 
 DEPLOYMENT_SPEC = SPECS_DIR / "endpoints" / "batch-deployment.yml"
-SOURCE_DIR = SPECS_DIR.parent / "src"
 ERRORS_FILE = "errors.csv"
 
 

@@ -16,12 +16,12 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from jobs.flow import SPECS_DIR, FlowError
+from jobs.flow import SOURCE_DIR, FlowError
 
 if TYPE_CHECKING:
     from jobs.local.collector import LocalCollector
 
-SCORING_SCRIPT = SPECS_DIR.parent / "src" / "score.py"
+SCORING_SCRIPT = SOURCE_DIR / "score.py"
 LOG_TAIL_LINES = 25
 SERVER_START_SECONDS = 120
 # azmlinfsrv listens on 0.0.0.0 (right in a container); on a workstation keep the unauthenticated model local

@@ -37,13 +37,12 @@ from typing import Callable
 import yaml
 
 from jobs.batch import BatchSummary, input_files
-from jobs.flow import COLLECTOR_ROOT, SPECS_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, model_folder
+from jobs.flow import COLLECTOR_ROOT, SOURCE_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, model_folder
 from jobs.local.collector import Collection, LocalCollector
 from jobs.local.server import LocalServer, invoke, tail
 from jobs.local.specs import Bandit, render, sample
 from jobs.workloads import CatalogEntry, Workload, catalog, locate_data
 
-SOURCE_DIR = SPECS_DIR.parent / "src"
 POLL_SECONDS = 0.5
 # the most minutes one AutoML job gets here (its spec's limit is for Azure's clusters): what keeps
 # `make local`, both workloads and every candidate, within about 4 minutes on a 2-core machine
