@@ -5,12 +5,14 @@ from pulumi_azure_native import authorization, resources
 
 from infra import outputs, settings as stack_settings
 from infra.collected_data import CollectedData, CollectedDataArgs
+from infra.conformance import PolicyExemptions, PolicyExemptionsArgs
 from infra.context import StackContext
 from infra.identity import AutomationIdentity, AutomationIdentityArgs
 from infra.inference import InferenceCluster, InferenceClusterArgs
 from infra.ml_registry import MlRegistryAccess, MlRegistryAccessArgs
 from infra.naming import Names
 from infra.network import PrivateNetwork, PrivateNetworkArgs
+from infra.resource_logs import ResourceLogs, ResourceLogsArgs
 from infra.training import TrainingClusters, TrainingClustersArgs
 from infra.workspace import Workspace, WorkspaceArgs
 from infra.workstations import TeamAccess, TeamAccessArgs, Workstations, WorkstationsArgs
@@ -31,7 +33,16 @@ inference = InferenceCluster("inference", InferenceClusterArgs(stack, platform, 
 automation = AutomationIdentity("automation", AutomationIdentityArgs(stack, platform, owner_object_id=client.object_id))
 team = TeamAccess("team", TeamAccessArgs(stack, platform))
 workstations = Workstations("workstations", WorkstationsArgs(stack, platform, network))
+resource_logs = ResourceLogs("resource-logs", ResourceLogsArgs(stack, platform, inference.cluster.id))
 collected = CollectedData("collected-data", CollectedDataArgs(stack, platform.storage.name, platform.workspace.workspace_id))
+# the Azure Policy findings the platform keeps, each exempt under the enterprise's assignments (infra/conformance.py)
+exemption_targets = {
+    "workspace": [platform.workspace.id], "storage": [platform.storage.id], "key-vault": [platform.key_vault.id],
+    "registry": [platform.registry.id], "aks": [inference.cluster.id], "app-insights": [platform.app_insights.id],
+    "log-analytics": [platform.logs.id], "training-computes": [c.id for c in (training.cpu, training.gpu) if c is not None],
+    **({"vnet": [network.vnet.id], "nat-public-ip": [network.egress_ip.id]} if network else {}),
+}  # fmt: skip
+exemptions = PolicyExemptions("policy-exemptions", PolicyExemptionsArgs(settings.environment, settings.policy, exemption_targets))
 ml_registry = MlRegistryAccess("ml-registry", MlRegistryAccessArgs(stack, automation, network)) if settings.ml_registry else None
 
 pulumi.export(outputs.SUBSCRIPTION_ID, client.subscription_id)

@@ -184,13 +184,27 @@ def instance_type_is_well_formed(resource: Resource) -> Iterator[str]:
             yield f"{resource.where}: requests.{kind} is above limits.{kind}"
 
 
-def deployment_fits_instance_type(deployment: Mapping, instance_type: Mapping) -> list[str]:
+# "For MLflow model deployment, the resource request requires at least 2 CPU cores and 4 GB of memory. Otherwise,
+# the deployment fails." (Create and manage instance types). That is the no-code deployment, which installs the
+# model's packages when its container starts ("Online Endpoints dynamically installs Python packages provided
+# MLflow model package during container runtime", Guidelines for deploying MLflow models); one with a scoring
+# script and an environment is a custom deployment, which installs nothing at start
+NO_CODE_MLFLOW_REQUESTS = {"cpu": ("2", 2.0), "memory": ("4Gi", 4 * 2**30)}
+
+
+def deployment_fits_instance_type(deployment: Mapping, instance_type: Mapping, scoring_script: bool = True) -> list[str]:
     """What a Kubernetes online deployment's `resources` break against its instance type's `resources`:
     "With a valid resource section definition, the resource limits must be less than the instance type limits.
     Otherwise, deployment fails." and requests cpu and memory are required, memory at least 1 MB (Create and
-    manage instance types)."""
+    manage instance types); and, without a scoring script (an MLflow no-code deployment), the larger requests
+    it needs (NO_CODE_MLFLOW_REQUESTS)."""
     problems = []
     requests, limits = deployment.get("requests") or {}, deployment.get("limits") or {}
+    if not scoring_script:
+        for kind, (shown, least) in NO_CODE_MLFLOW_REQUESTS.items():
+            if (quantity(requests.get(kind)) or 0) < least:
+                problems.append(f"requests.{kind} is {requests.get(kind)!r}; an MLflow deployment without a scoring "
+                                f"script needs at least {shown}")  # fmt: skip
     for kind in ("cpu", "memory"):
         if not quantity(requests.get(kind)):
             problems.append(f"requests.{kind} is {requests.get(kind)!r}; it is required")

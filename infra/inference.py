@@ -29,6 +29,8 @@ SYSTEM_POOL = "system"
 # "In Kubernetes clusters, instance types are represented as a custom resource definition (CRD) installed with
 # the Azure Machine Learning extension." (Create and manage instance types)
 INSTANCE_TYPE_API_VERSION = "amlarc.azureml.com/v1alpha1"
+# the interval Azure Policy's "Deploy Image Cleaner on Azure Kubernetes Service" sets (defaultIntervalHours)
+IMAGE_CLEANER_HOURS = 24
 
 
 def _flag(value: bool) -> str:
@@ -102,24 +104,32 @@ class InferenceCluster(pulumi.ComponentResource):
                 upgrade_channel=containerservice.UpgradeChannel.PATCH,
                 node_os_upgrade_channel=containerservice.NodeOSUpgradeChannel.NODE_IMAGE,
             ),
-            api_server_access_profile=(
-                containerservice.ManagedClusterAPIServerAccessProfileArgs(
-                    authorized_ip_ranges=list(aks_settings.authorized_ip_ranges)
-                )
-                if aks_settings.authorized_ip_ranges
-                else None
+            # no `az aks command invoke`: the deployer reaches the API server with its own credentials
+            api_server_access_profile=containerservice.ManagedClusterAPIServerAccessProfileArgs(
+                authorized_ip_ranges=list(aks_settings.authorized_ip_ranges) or None, disable_run_command=True
             ),
-            addon_profiles=(
-                {
-                    # Container Insights into the stack's Log Analytics workspace, signing in with Entra ID
-                    "omsagent": containerservice.ManagedClusterAddonProfileArgs(
-                        enabled=True,
-                        config={"logAnalyticsWorkspaceResourceID": workspace.logs.id, "useAADAuth": "true"},
-                    )
-                }
-                if aks_settings.container_insights
-                else None
-            ),
+            addon_profiles={
+                # the Azure Policy add-on: enforces the enterprise's Kubernetes policies in the cluster (the key is
+                # the one its built-in DeployIfNotExists definition and `az aks show` use)
+                "azurepolicy": containerservice.ManagedClusterAddonProfileArgs(enabled=True),
+                # Container Insights into the stack's Log Analytics workspace, signing in with Entra ID
+                **({"omsagent": containerservice.ManagedClusterAddonProfileArgs(
+                    enabled=True, config={"logAnalyticsWorkspaceResourceID": workspace.logs.id, "useAADAuth": "true"},
+                )} if aks_settings.container_insights else {}),
+            },  # fmt: skip
+            # the OIDC issuer and workload identity (pods sign in as managed identities, no secrets); Image Cleaner
+            # removes unused, vulnerable images from the nodes; Defender's sensor reports to the stack's workspace
+            oidc_issuer_profile=containerservice.ManagedClusterOIDCIssuerProfileArgs(enabled=True),
+            security_profile=containerservice.ManagedClusterSecurityProfileArgs(
+                workload_identity=containerservice.ManagedClusterSecurityProfileWorkloadIdentityArgs(enabled=True),
+                image_cleaner=containerservice.ManagedClusterSecurityProfileImageCleanerArgs(
+                    enabled=True, interval_hours=IMAGE_CLEANER_HOURS
+                ),
+                defender=containerservice.ManagedClusterSecurityProfileDefenderArgs(
+                    log_analytics_workspace_resource_id=workspace.logs.id,
+                    security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(enabled=True),
+                ) if aks_settings.defender else None,
+            ),  # fmt: skip
             agent_pool_profiles=[
                 containerservice.ManagedClusterAgentPoolProfileArgs(
                     name=SYSTEM_POOL,
@@ -134,6 +144,8 @@ class InferenceCluster(pulumi.ComponentResource):
                     # "can only be set at cluster or node pool creation time" (Host-based encryption on AKS)
                     enable_encryption_at_host=aks_settings.encryption_at_host,
                     vnet_subnet_id=vnet.aks_subnet_id if vnet else None,
+                    # no SSH server on the nodes ("SSH service will be turned off on the node")
+                    security_profile=containerservice.AgentPoolSecurityProfileArgs(ssh_access=containerservice.AgentPoolSSHAccess.DISABLED),
                 )
             ],
             # Azure CNI overlay with Cilium as the data plane and the network policy engine ("Cilium is our

@@ -61,7 +61,7 @@ class PrivateNetwork(pulumi.ComponentResource):
         # "If you use a compute cluster configured for no public IP address, you must provide some way for
         # the cluster to access the public internet" (image builds, pip/conda): a NAT gateway, the option the
         # training page recommends over default outbound access
-        egress_ip = declare(
+        self.egress_ip = egress_ip = declare(
             "azure-native:network:PublicIPAddress",
             "nat-public-ip",
             {

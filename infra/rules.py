@@ -1,7 +1,8 @@
 """The rules a stack's resources must keep, in one registry that the tests and the CrossGuard pack share.
 
-Three kinds: `security` (the platform's own secure defaults), `platform` (documented Azure constraints the
-program could break: each quotes the page and sentence it enforces) and `style` (the project's conventions).
+Four kinds: `security` (the platform's own secure defaults), `platform` (documented Azure constraints the
+program could break: each quotes the page and sentence it enforces), `style` (the project's conventions) and
+`conformance` (the Azure Policy findings the platform keeps, reported until an exemption declares them).
 A rule looks at one resource, or at the whole stack when it needs several. Resources are seen as the engine
 sees them: type token, camelCase inputs, options, and the URNs each input depends on.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-KINDS = ("security", "platform", "style")
+KINDS = ("security", "platform", "style", "conformance")
 
 
 class _Unknown:
@@ -131,7 +132,7 @@ def rule(kind: str, source: str = "", *, whole_stack: bool = False):
 
 def rules(kinds: Iterable[str] = KINDS) -> list[Rule]:
     """Every registered rule of these kinds (importing the modules that define them)."""
-    from infra import constraints, security  # noqa: F401  (they register their rules on import)
+    from infra import conformance, constraints, security  # noqa: F401  (they register their rules on import)
 
     kinds = tuple(kinds)
     return [registered for registered in REGISTRY if registered.kind in kinds]

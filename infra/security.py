@@ -405,3 +405,104 @@ def output_violations(
         for key in sorted(dropped)
     ]
     return found
+
+
+# What Microsoft's built-in Azure Policy definitions ask, where the platform meets them (infra/conformance.py keeps
+# the rest): each rule states the definition's condition for the property it fixes.
+DIAGNOSTIC_SETTING = "azure-native:monitor:DiagnosticSetting"
+BLOB_SERVICE = "azure-native:storage:BlobServiceProperties"
+# "Storage SAS tokens should adhere to 7 day maximum validity" (Deny): at most 7 days, and Block
+SAS_LIMIT_DAYS = 7
+SAS_PERIOD = re.compile(r"(\d+)\.(\d{2}):(\d{2}):(\d{2})")
+
+
+@rule("security")
+def storage_sas_expires_within_a_week(resource: Resource) -> Iterator[str]:
+    """Storage refuses a SAS valid for more than 7 days (Azure Policy: "Storage SAS tokens should adhere to 7 day maximum
+    validity", Deny by default)."""
+    if resource.type != STORAGE:
+        return
+    period, action = resource.get("sasPolicy.sasExpirationPeriod"), resource.get("sasPolicy.expirationAction")
+    if not known(period, action):
+        return
+    match = SAS_PERIOD.fullmatch(str(period or ""))
+    days = (int(match[1]), int(match[2]), int(match[3]), int(match[4])) if match else None
+    if days is None or days[0] > SAS_LIMIT_DAYS or (days[0] == SAS_LIMIT_DAYS and any(days[1:])):
+        yield f"{resource.where}: sasPolicy.sasExpirationPeriod is {period!r}; at most {SAS_LIMIT_DAYS}.00:00:00 (DD.HH:MM:SS)"
+    if action != "Block":
+        yield f"{resource.where}: sasPolicy.expirationAction is {action!r}; Block (Log passes out-of-policy SAS)"
+
+
+@rule("security")
+def storage_infrastructure_encryption(resource: Resource) -> Iterator[str]:
+    """Storage encrypts twice: the service's layer and the infrastructure's (Azure Policy: "Storage accounts should
+    have infrastructure encryption")."""
+    if resource.type == STORAGE and resource.get("encryption.requireInfrastructureEncryption") is not True:
+        yield f"{resource.where}: encryption.requireInfrastructureEncryption must be true"
+
+
+@rule("security", whole_stack=True)
+def storage_soft_delete(stack: Stack) -> Iterator[str]:
+    """Deleted blobs and containers stay recoverable (Azure Policy: "Configure soft delete for blobs and containers on
+    Storage Accounts", which deploys it wherever the blob service lacks either)."""
+    for account in stack.of_type(STORAGE):
+        services = [s for s in stack.of_type(BLOB_SERVICE) if account.urn in s.depends_on("accountName")]
+        if not services:
+            yield f"{account.where}: no blob service properties (BlobServiceProperties) set its soft delete"
+        for service in services:
+            for policy in ("deleteRetentionPolicy", "containerDeleteRetentionPolicy"):
+                if service.get(f"{policy}.enabled") is not True:
+                    yield f"{service.where}: {policy}.enabled must be true"
+
+
+@rule("security")
+def aks_guarded(resource: Resource) -> Iterator[str]:
+    """AKS runs the Azure Policy add-on, Image Cleaner and workload identity, has no run command and no SSH on its
+    nodes, and prod runs Defender's sensor (the built-in AKS definitions of Azure Policy)."""
+    if resource.type != AKS:
+        return
+    required = {
+        "addonProfiles.azurepolicy.enabled": "the Azure Policy add-on",
+        "securityProfile.imageCleaner.enabled": "Image Cleaner",
+        "securityProfile.workloadIdentity.enabled": "workload identity",
+        "oidcIssuerProfile.enabled": "the OIDC issuer (workload identity needs it)",
+        "apiServerAccessProfile.disableRunCommand": "no run command",
+    }
+    if resource.environment == "prod":
+        required["securityProfile.defender.securityMonitoring.enabled"] = "Defender's sensor in prod"
+    for path, what in required.items():
+        if resource.get(path) is not True:
+            yield f"{resource.where}: {path} must be true ({what})"
+    for pool in resource.get("agentPoolProfiles", []) or []:
+        if known(pool) and (pool.get("securityProfile") or {}).get("sshAccess") != "Disabled":
+            yield f"{resource.where}: agent pool {pool.get('name')!r} must set securityProfile.sshAccess Disabled"
+
+
+@rule("security", whole_stack=True)
+def resource_logs_reach_log_analytics(stack: Stack) -> Iterator[str]:
+    """The workspace, Key Vault, AKS, the blob service and the registry send their resource logs to the stack's Log
+    Analytics workspace, in resource-specific tables, with the categories infra/resource_logs.py names."""
+    from infra import resource_logs
+
+    workspaces = stack.of_type("azure-native:operationalinsights:Workspace")
+    expected = {
+        WORKSPACE: resource_logs.WORKSPACE_CATEGORIES, KEY_VAULT: resource_logs.KEY_VAULT_CATEGORIES,
+        AKS: resource_logs.AKS_CATEGORIES, BLOB_SERVICE: resource_logs.BLOB_CATEGORIES,
+        REGISTRY: resource_logs.REGISTRY_CATEGORIES,
+    }  # fmt: skip
+    for resource in (r for r in stack.resources if r.type in expected):
+        settings = [s for s in stack.of_type(DIAGNOSTIC_SETTING) if resource.urn in s.depends_on("resourceUri")]
+        if not settings:
+            yield f"{resource.where}: no diagnostic setting sends its resource logs to Log Analytics"
+            continue
+        for setting in settings:
+            if not any(w.urn in setting.depends_on("workspaceId") for w in workspaces):
+                yield f"{setting.where}: workspaceId must be the stack's Log Analytics workspace"
+            if setting.get("logAnalyticsDestinationType") != resource_logs.DESTINATION_TYPE:
+                yield f"{setting.where}: logAnalyticsDestinationType must be {resource_logs.DESTINATION_TYPE} (resource-specific tables)"
+            logs = [entry for entry in setting.get("logs", []) or [] if known(entry)]
+            enabled = {entry.get("category") for entry in logs if entry.get("enabled") is True}
+            if missing := [c for c in expected[resource.type] if c not in enabled]:
+                yield f"{setting.where}: categories {', '.join(missing)} are not enabled"
+            if any("retentionPolicy" in entry for entry in logs):
+                yield f"{setting.where}: retentionPolicy is deprecated; the Log Analytics workspace keeps the logs"

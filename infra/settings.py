@@ -7,6 +7,7 @@ config. All problems are reported at once, one line per bad value, each naming i
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import json
 import re
@@ -69,6 +70,14 @@ COMPUTE_NAMESPACES = ("default", "azureml")
 SECRET_KEYS = (f"{PROJECT}:inferenceTlsCertificate", f"{PROJECT}:inferenceTlsKey")
 PEM = re.compile(r"\s*-----BEGIN [A-Z ]+-----.+-----END [A-Z ]+-----\s*", re.DOTALL)
 # Entra object IDs (users, groups) are GUIDs
+POLICY_ASSIGNMENT_KINDS = ("initiative", "definition")
+# an assignment at a management group, subscription or resource group ("Azure Policy assignment structure")
+POLICY_ASSIGNMENT_ID = re.compile(
+    r"(/providers/Microsoft\.Management/managementGroups/[^/]+|/subscriptions/[^/]+(/resourceGroups/[^/]+)?)"
+    r"/providers/Microsoft\.Authorization/policyAssignments/[^/]+",
+    re.IGNORECASE,
+)
+BUILT_IN_DEFINITION_ID = re.compile(r"/providers/Microsoft\.Authorization/policyDefinitions/[0-9a-fA-F-]{36}", re.IGNORECASE)
 GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # a data scientist's name, the first part of their compute instance's name (infra/naming.py, Names.workstation)
 USER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
@@ -143,6 +152,8 @@ class AksSettings:
     encryption_at_host: bool
     # Container Insights into the stack's Log Analytics workspace (billed per GB ingested)
     container_insights: bool
+    # Microsoft Defender for Containers' sensor, reporting to the same workspace (its plan bills per vCore)
+    defender: bool
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,23 @@ class WorkstationSettings:
 
 
 @dataclass(frozen=True)
+class PolicyAssignment:
+    """An Azure Policy assignment of the enterprise's that judges the stack (its ID, at any scope above it)."""
+
+    id: str
+    kind: str  # "initiative": the Microsoft cloud security benchmark; "definition": one built-in definition
+    definition_id: str | None = None  # kind "definition": the built-in definition it assigns
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The assignments the stack declares its exemptions against (infra/conformance.py), and when they expire."""
+
+    assignments: tuple[PolicyAssignment, ...] = ()
+    exemptions_expire_on: datetime.date | None = None
+
+
+@dataclass(frozen=True)
 class MlRegistryLink:
     """Where an environment's stack reads the ML registry's outputs: a StackReference to its stack (ml-registry/)."""
 
@@ -223,6 +251,7 @@ class Settings:
     registry_zone_redundancy: bool
     storage_sku: str
     log_retention_days: int
+    log_blob_reads: bool  # the blob service's StorageRead resource logs too (infra/resource_logs.py)
     workspace: WorkspaceSettings
     network: NetworkSettings
     key_vault: KeyVaultSettings
@@ -236,6 +265,7 @@ class Settings:
     data_scientists_group: str | None = None
     # the ML registry stack the environment promotes through; None: it has none (each environment trains its own)
     ml_registry: MlRegistryLink | None = None
+    policy: PolicySettings = PolicySettings()
 
     @property
     def tags(self) -> dict[str, str]:
@@ -278,7 +308,7 @@ class _Reader:
         value = self._raw(field, default)
         if value is _MISSING:
             return None if default is _MISSING else default
-        value = value if isinstance(value, str) else json.dumps(value)
+        value = value if isinstance(value, str) else json.dumps(value, default=str)  # YAML dates too
         if choices and value not in choices:
             self.problems.append(f"{self.key_of(field)} is {value!r}; allowed: {', '.join(choices)}")
         elif pattern and not pattern.fullmatch(value):
@@ -560,6 +590,38 @@ def _workstations(reader: _Reader, gpu_enabled: Any, names: Names) -> Workstatio
     return WorkstationSettings(vm_size=vm_size, idle_shutdown=idle_shutdown, schedule=schedule, users=tuple(users))
 
 
+def _policy(reader: _Reader, today: datetime.date) -> PolicySettings:
+    """The enterprise's policy assignments, and the date every exemption declared against them expires on: required
+    with any assignment, and later than today, so that each waiver is reviewed again."""
+    assignments = []
+    for _, item in reader.items("assignments"):
+        assignment_id = item.text("id", pattern=POLICY_ASSIGNMENT_ID,
+                                  means="/subscriptions/<id>/providers/Microsoft.Authorization/policyAssignments/<name>, or one at a management group")  # fmt: skip
+        kind = item.text("kind", choices=POLICY_ASSIGNMENT_KINDS)
+        definition_id = None
+        if kind == "definition":
+            definition_id = item.text("definitionId", pattern=BUILT_IN_DEFINITION_ID,
+                                      means="/providers/Microsoft.Authorization/policyDefinitions/<GUID>, a built-in definition")  # fmt: skip
+        item.unknown()
+        assignments.append(PolicyAssignment(assignment_id, kind, definition_id))
+    expires = reader.text("exemptionsExpireOn", default=None, pattern=re.compile(r"\d{4}-\d{2}-\d{2}"), means="a date, YYYY-MM-DD")
+    expires_on = None
+    if expires and re.fullmatch(r"\d{4}-\d{2}-\d{2}", expires):
+        try:
+            expires_on = datetime.date.fromisoformat(expires)
+        except ValueError:
+            reader.problems.append(f"{reader.key_of('exemptionsExpireOn')} is {expires!r}, not a date")
+        else:
+            if expires_on <= today:
+                reader.problems.append(f"{reader.key_of('exemptionsExpireOn')} is {expires}, not after today ({today}): "
+                                       "review the kept findings (README, \"Azure Policy\") and set a later date")  # fmt: skip
+    if assignments and not expires:
+        reader.problems.append(f"{reader.key_of('exemptionsExpireOn')} is required with {reader.key_of('assignments')}: "
+                               "every exemption expires, to be reviewed again")  # fmt: skip
+    reader.unknown()
+    return PolicySettings(tuple(assignments), expires_on)
+
+
 def _hardened(problems: list[str], settings: Settings) -> None:
     """prod is hardened by construction, not by convention."""
     if settings.environment != "prod":
@@ -601,8 +663,9 @@ def _subnet_nodes(cpu: _Reader, gpu: _Reader, gpu_enabled: Any, aks: _Reader, wo
     return {"trainingSubnet": most(cpu) + (most(gpu) if gpu_enabled else 0) + workstations, "aksSubnet": most(aks) + 1}
 
 
-def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Settings:
-    """`config` maps full keys (`azureml-platform:environment`) to Pulumi's raw values (strings, JSON for objects)."""
+def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT, today: datetime.date | None = None) -> Settings:
+    """`config` maps full keys (`azureml-platform:environment`) to Pulumi's raw values (strings, JSON for objects);
+    `today` (default: the date now) is what policy.exemptionsExpireOn must be after."""
     problems: list[str] = []
     own = {key.split(":", 1)[1]: value for key, value in config.items() if key.startswith(f"{project}:")}
     root = _Reader(own, lambda field: f"{project}:{field}", problems)
@@ -664,6 +727,7 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
         registry_zone_redundancy=root.flag("registryZoneRedundancy", default=False),
         storage_sku=root.text("storageSku", choices=STORAGE_SKUS),
         log_retention_days=root.whole("logRetentionDays", minimum=30, maximum=730),
+        log_blob_reads=root.flag("logBlobReads"),
         workspace=WorkspaceSettings(
             public_network_access=workspace.text("publicNetworkAccess", choices=PUBLIC_NETWORK_ACCESS),
             isolation_mode=_isolation_mode(workspace),
@@ -687,6 +751,7 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
             authorized_ip_ranges=aks.ranges("authorizedIpRanges"),
             encryption_at_host=aks.flag("encryptionAtHost"),
             container_insights=aks.flag("containerInsights"),
+            defender=aks.flag("defender"),
         ),
         inference=InferenceSettings(
             router_service_type=inference.text("routerServiceType", choices=ROUTER_SERVICE_TYPES),
@@ -712,6 +777,7 @@ def parse(config: Mapping[str, Any], stack: str, project: str = PROJECT) -> Sett
         workstations=workstations,
         data_scientists_group=group,
         ml_registry=ml_registry,
+        policy=_policy(root.section("policy"), today or datetime.date.today()) if root.has("policy") else PolicySettings(),
     )
     if gpu_enabled is False and gpu.values:
         gpu.read.update(gpu.values)  # the template fields of a switched-off cluster are known, not typos

@@ -12,6 +12,10 @@ from infra import roles
 from infra.context import StackContext
 
 
+SOFT_DELETE_DAYS = 7
+SAS_EXPIRATION_PERIOD = "7.00:00:00"  # DD.HH:MM:SS
+
+
 @dataclass(frozen=True)
 class WorkspaceArgs:
     stack: StackContext
@@ -68,6 +72,15 @@ class Workspace(pulumi.ComponentResource):
             enable_https_traffic_only=True,
             allow_blob_public_access=False,
             allow_cross_tenant_replication=False,
+            # a SAS valid for more than 7 days, or without a start, is refused: Azure Policy's "Storage SAS tokens
+            # should adhere to 7 day maximum validity" denies any other policy, and "Out-of-policy SAS are those
+            # which do not have a signed start or have a validity interval larger than the upper limit" (Create an
+            # SAS expiration policy). A client that signs one without a start (azure-ai-ml's log listing on a
+            # key-based datastore does) gets 403 (README, "Azure Policy")
+            sas_policy=storage.SasPolicyArgs(sas_expiration_period=SAS_EXPIRATION_PERIOD, expiration_action="Block"),
+            # a second layer of encryption below the service's: "must configure ... at the time that you create the
+            # account" (Enable infrastructure encryption), so an existing account keeps what it has (README)
+            encryption=storage.EncryptionArgs(key_source="Microsoft.Storage", require_infrastructure_encryption=True),
             public_network_access="Enabled",
             # isolated: the VNet comes through private endpoints; the workspace through a resource instance
             # rule ("Resource instances ... Microsoft.MachineLearningServices/Workspace", Secure an Azure Machine
@@ -82,7 +95,18 @@ class Workspace(pulumi.ComponentResource):
             ),
             # shared keys stay on: the workspace's default datastores authenticate with the account key
             **common,
-            opts=stateful,
+            opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(ignore_changes=["encryption.requireInfrastructureEncryption"])),
+        )
+        # deleted blobs and containers stay recoverable for a week: the retention Azure Policy's "Configure soft
+        # delete for blobs and containers" deploys (blobRetentionDays, containerRetentionDays: 7)
+        self.blob_service = storage.BlobServiceProperties(
+            "blob-service",
+            account_name=self.storage.name,
+            resource_group_name=stack.resource_group_name,
+            blob_services_name="default",
+            delete_retention_policy=storage.DeleteRetentionPolicyArgs(enabled=True, days=SOFT_DELETE_DAYS),
+            container_delete_retention_policy=storage.DeleteRetentionPolicyArgs(enabled=True, days=SOFT_DELETE_DAYS),
+            opts=child,
         )
         self.key_vault = keyvault.Vault(
             "key-vault",

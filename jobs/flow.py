@@ -112,6 +112,10 @@ class FlowError(RuntimeError):
     """A step failed; the message names what failed and where to look."""
 
 
+class NotReachableHere(FlowError):
+    """A step that only another machine can take (inside the stack's network): the message says what to run where."""
+
+
 @functools.cache
 def source_module(name: str):
     """A module of jobs/src (the code the jobs run), loaded once for the stage's own use: its definitions stay the
@@ -269,7 +273,11 @@ def run_workload(target: Target, workload: Workload, report: Report) -> Workload
     batch = None
     if workload.batch:
         online = next(iter(answers.values()), None)
-        batch = score_sample_in_batch(target, workload, model, online, report)
+        try:
+            batch = score_sample_in_batch(target, workload, model, online, report)
+        except NotReachableHere as error:
+            report(f"{workload.name}: batch scoring not run here: {error}")
+            skipped = {**skipped, "batch (sample)": str(error).splitlines()[0]}
     return WorkloadSummary(workload, results, skipped, model, endpoints, answers, batch)
 
 

@@ -1,6 +1,6 @@
 """The CrossGuard policies, built from the rule registry in infra/rules.py: one policy per rule.
 
-Security and platform rules are mandatory (a violation fails `pulumi preview` and `pulumi up`); style rules
+Security and platform rules are mandatory (a violation fails `pulumi preview` and `pulumi up`); style and conformance rules
 are advisory. A rule of one resource becomes a ResourceValidationPolicy, a rule of the whole stack a
 StackValidationPolicy. Values a preview cannot know yet reach the rules as `rules.UNKNOWN`, so a rule never
 trips over, or misreads, an ID that does not exist yet.
@@ -28,6 +28,7 @@ ENFORCEMENT = {
     "security": EnforcementLevel.MANDATORY,
     "platform": EnforcementLevel.MANDATORY,
     "style": EnforcementLevel.ADVISORY,
+    "conformance": EnforcementLevel.ADVISORY,
 }
 
 

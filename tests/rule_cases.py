@@ -16,8 +16,8 @@ from typing import Any, Callable
 from google.protobuf import json_format, struct_pb2
 from pulumi.runtime import rpc
 
-from infra import constraints, roles, rules, security
-from stack_harness import ML_REGISTRY, SUBSCRIPTION_ID, Resource, StackRun, revealed
+from infra import conformance, constraints, roles, rules, security
+from stack_harness import ML_REGISTRY, POLICY_STACK, SUBSCRIPTION_ID, Resource, StackRun, revealed
 
 
 @dataclass(frozen=True)
@@ -260,6 +260,31 @@ def cases() -> list[Case]:
         Case("storage-reached-privately-for-batch", "prod", drop(lambda e: e.resource.name == "pe-storage-queue"), "no private endpoint for queue"),
         Case("training-subnet-allows-private-link-services", "prod", set_input(security.VIRTUAL_NETWORK, None, "subnets",
              [{"name": "snet-training", "addressPrefix": "10.60.0.0/24"}]), "privateLinkServiceNetworkPolicies None"),
+        *conformance_cases(),
+    ]
+
+
+def conformance_cases() -> list[Case]:
+    """The fixes for Microsoft's built-in Azure Policy definitions, and the findings the platform keeps."""
+    logs = security.DIAGNOSTIC_SETTING
+    return [
+        Case("storage-sas-expires-within-a-week", "prod", set_input(security.STORAGE, None, "sasPolicy.sasExpirationPeriod", "30.00:00:00"), "at most 7.00:00:00"),
+        Case("storage-sas-expires-within-a-week", "dev", set_input(security.STORAGE, None, "sasPolicy.sasExpirationPeriod", "7.00:00:01"), "at most 7.00:00:00"),
+        Case("storage-sas-expires-within-a-week", "dev", set_input(security.STORAGE, None, "sasPolicy.expirationAction", "Log"), "Log passes out-of-policy SAS"),
+        Case("storage-infrastructure-encryption", "dev", set_input(security.STORAGE, None, "encryption.requireInfrastructureEncryption", False), "requireInfrastructureEncryption"),
+        Case("storage-soft-delete", "prod", drop(lambda e: e.resource.type == security.BLOB_SERVICE), "no blob service properties"),
+        Case("storage-soft-delete", "dev", set_input(security.BLOB_SERVICE, None, "containerDeleteRetentionPolicy.enabled", False), "containerDeleteRetentionPolicy.enabled"),
+        Case("aks-guarded", "dev", set_input(security.AKS, None, "addonProfiles.azurepolicy", None), "the Azure Policy add-on"),
+        Case("aks-guarded", "prod", set_input(security.AKS, None, "securityProfile.defender", None), "Defender's sensor in prod"),
+        Case("aks-guarded", "prod", set_input(security.AKS, None, "apiServerAccessProfile.disableRunCommand", False), "no run command"),
+        Case("aks-guarded", "dev", set_input(security.AKS, None, "agentPoolProfiles", [{"name": "system", "enableEncryptionAtHost": True}]), "sshAccess Disabled"),
+        Case("resource-logs-reach-log-analytics", "prod", drop(lambda e: e.resource.name == "aks-logs"), "ManagedCluster 'aks': no diagnostic setting"),
+        Case("resource-logs-reach-log-analytics", "dev", set_input(logs, "blob-logs", "logs", [{"category": "StorageWrite", "enabled": True}]), "StorageDelete are not enabled"),
+        Case("resource-logs-reach-log-analytics", "prod", set_input(logs, "registry-logs", "logAnalyticsDestinationType", None), "resource-specific tables"),
+        Case("resource-logs-reach-log-analytics", "dev", set_input(logs, "key-vault-logs", "logs",
+             [{"category": "AuditEvent", "enabled": True, "retentionPolicy": {"enabled": True, "days": 30}}]), "retentionPolicy is deprecated"),
+        Case("kept-policy-findings-are-exempt", POLICY_STACK, drop(lambda e: e.resource.type == conformance.EXEMPTION
+                                                                  and "8c6a50c6" in e.resource.name), "keeps 'Storage accounts should prevent shared key access'"),
     ]
 
 

@@ -19,6 +19,7 @@ resets all three before each run, so several stacks can run in one pytest proces
 from __future__ import annotations
 
 import base64
+import datetime
 import functools
 import json
 import runpy
@@ -64,6 +65,10 @@ _ARM = {
         "managementPolicyName",
         lambda i, n: f"/providers/Microsoft.Storage/storageAccounts/{i['accountName']}/managementPolicies/{n}",
     ),
+    "azure-native:storage:BlobServiceProperties": (
+        "blobServicesName",
+        lambda i, n: f"/providers/Microsoft.Storage/storageAccounts/{i['accountName']}/blobServices/{n}",
+    ),
     "azure-native:keyvault:Vault": ("vaultName", lambda i, n: f"/providers/Microsoft.KeyVault/vaults/{n}"),
     "azure-native:keyvault:Secret": (
         "secretName", lambda i, n: f"/providers/Microsoft.KeyVault/vaults/{i['vaultName']}/secrets/{n}"),
@@ -101,6 +106,12 @@ _ARM = {
         "virtualNetworkLinkName",
         lambda i, n: f"/providers/Microsoft.Network/privateDnsZones/{i['privateZoneName']}/virtualNetworkLinks/{n}",
     ),
+}
+
+# token -> (the input holding the scope's ARM ID, the input holding the ARM name, the provider path below the scope)
+_EXTENSIONS = {
+    "azure-native:monitor:DiagnosticSetting": ("resourceUri", "name", "Microsoft.Insights/diagnosticSettings"),
+    "azure-native:authorization:PolicyExemption": ("scope", "policyExemptionName", "Microsoft.Authorization/policyExemptions"),
 }
 
 
@@ -174,6 +185,11 @@ class PlatformMocks(pulumi.runtime.Mocks):
             # a custom role's ID is the subscription's, wherever it was created (its scope: a resource group here)
             arm_id = f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/roleDefinitions/{inputs['roleDefinitionId']}"
             return arm_id, {**inputs, "name": inputs["roleDefinitionId"], "type": "Microsoft.Authorization/roleDefinitions"}
+        if token in _EXTENSIONS:
+            # an extension resource lives below the resource it extends (its scope), whose ID the program passes
+            scope_key, name_key, provider_path = _EXTENSIONS[token]
+            name = inputs[name_key]
+            return f"{inputs[scope_key]}/providers/{provider_path}/{name}", {**inputs, "name": name}
         if token == "pulumi:pulumi:StackReference":
             # read, not created: the engine answers with the referenced stack's outputs, or fails as `pulumi` does
             stack = args.name
@@ -515,6 +531,27 @@ def with_team(config: Mapping[str, str], users=TEAM_USERS, group: str | None = N
     return with_setting(changed, f"{PROJECT}:dataScientistsGroup", group) if group else changed
 
 
+# prod under an enterprise's Azure Policy: the MCSB initiative at a management group, and each other built-in definition
+# whose finding the platform keeps assigned on its own at the subscription (infra/conformance.py exempts them all)
+MCSB_ASSIGNMENT = "/providers/Microsoft.Management/managementGroups/contoso/providers/Microsoft.Authorization/policyAssignments/mcsb"
+POLICY_STACK = "prod+policy"
+
+
+def policy_config(expires_on: str) -> dict:
+    """The `policy` setting of POLICY_STACK, its exemptions expiring on `expires_on` (YYYY-MM-DD)."""
+    from infra import conformance
+
+    single = sorted({finding.definition for finding in conformance.kept("prod") if finding.mcsb_reference is None})
+    return {
+        "assignments": [
+            {"id": MCSB_ASSIGNMENT, "kind": "initiative"},
+            *({"id": f"/subscriptions/{SUBSCRIPTION_ID}/providers/Microsoft.Authorization/policyAssignments/{guid[:8]}",
+               "kind": "definition", "definitionId": f"/providers/Microsoft.Authorization/policyDefinitions/{guid}"} for guid in single),
+        ],
+        "exemptionsExpireOn": expires_on,
+    }  # fmt: skip
+
+
 @functools.lru_cache(maxsize=None)
 def run_stack(stack_name: str) -> StackRun:
     """The stack file's program evaluation (or a TEAM_STACKS variant's, or the ML registry's), once per stack per
@@ -525,6 +562,9 @@ def run_stack(stack_name: str) -> StackRun:
     if stack_name in TEAM_STACKS:
         base, group = TEAM_STACKS[stack_name]
         return evaluate(base, with_team(stack_config(base), group=group))
+    if stack_name == POLICY_STACK:
+        expires = (datetime.date.today() + datetime.timedelta(days=180)).isoformat()
+        return evaluate("prod", with_setting(stack_config("prod"), f"{PROJECT}:policy", policy_config(expires)))
     return evaluate(stack_name, stack_config(stack_name))
 
 

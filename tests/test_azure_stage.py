@@ -511,3 +511,27 @@ def test_a_model_without_a_usable_conda_file_is_refused_naming_the_file(tmp_path
     with pytest.raises(ValueError, match=problem) as error:
         azure_assets.model_environments(folder, BANK.model)
     assert str(folder) in str(error.value)
+
+
+@pytest.mark.parametrize("in_vnet", [False, True])
+def test_a_private_stacks_batch_endpoint_is_invoked_only_from_inside_its_vnet(data_dir, monkeypatch, in_vnet):
+    """A private link workspace's batch endpoints are private (how-to-secure-batch-endpoint): from outside the VNet
+    the stage deploys the model and leaves the invoke, saying what to run where; inside, it scores the sample."""
+    from jobs.azure import batch as azure_batch
+
+    monkeypatch.setenv(azure_batch.IN_VNET, "1") if in_vnet else monkeypatch.delenv(azure_batch.IN_VNET, raising=False)
+    private = {**OUTPUTS, keys.NETWORK_ISOLATION: "private"}
+    workspace, target = stage(data_dir, outputs=private)
+    lines: list[str] = []
+    summary = flow.run(target, [HOUSING], lines.append)
+    deployed = [d.endpoint_name for d in workspace.batch_deployments.sent]
+    assert deployed == [endpoint(HOUSING, "batch", private)]
+    invoked = [i["endpoint"] for i in workspace.batch_endpoints.invoked]
+    housing = done(summary, HOUSING)
+    if in_vnet:
+        assert invoked == deployed and housing.batch.tally.scored == len(HOUSING.request()["data"])
+    else:
+        assert invoked == [] and housing.batch is None
+        assert f"{deployed[0]} is a private batch endpoint" in housing.skipped["batch (sample)"]
+        assert f"{azure_batch.IN_VNET}=1 python -m jobs batch" in "\n".join(lines)
+        assert "batch (sample)" in summary.table()

@@ -256,19 +256,28 @@ def test_aks_hardening(stack, settings):
     assert (network["networkPlugin"], network["networkPluginMode"]) == ("azure", "overlay")
     assert (network["networkDataplane"], network["networkPolicy"]) == ("cilium", "cilium")
     assert aks["agentPoolProfiles"][0]["enableEncryptionAtHost"] is settings.aks.encryption_at_host
+    logs = stack.one("azure-native:operationalinsights:Workspace").id
     if settings.aks.container_insights:
         addon = aks["addonProfiles"]["omsagent"]
         assert addon["enabled"] is True and addon["config"]["useAADAuth"] == "true"
-        assert addon["config"]["logAnalyticsWorkspaceResourceID"] == stack.one("azure-native:operationalinsights:Workspace").id
+        assert addon["config"]["logAnalyticsWorkspaceResourceID"] == logs
     else:
-        assert "addonProfiles" not in aks
-    assert "apiServerAccessProfile" not in aks  # the stack files leave the API server open to Entra-authorized calls
+        assert "omsagent" not in aks["addonProfiles"]
+    assert aks["addonProfiles"]["azurepolicy"] == {"enabled": True}
+    # the stack files leave the API server open to Entra-authorized calls; run command is off everywhere
+    assert aks["apiServerAccessProfile"] == {"disableRunCommand": True}
+    security = aks["securityProfile"]
+    assert security["workloadIdentity"] == {"enabled": True} and aks["oidcIssuerProfile"] == {"enabled": True}
+    assert security["imageCleaner"] == {"enabled": True, "intervalHours": 24}
+    assert security.get("defender") == ({"logAnalyticsWorkspaceResourceId": logs, "securityMonitoring": {"enabled": True}}
+                                        if settings.aks.defender else None)  # fmt: skip
+    assert aks["agentPoolProfiles"][0]["securityProfile"] == {"sshAccess": "Disabled"}
 
 
 def test_aks_api_server_takes_the_authorized_ranges():
     config = with_setting(stack_config("prod"), "azureml-platform:aks.authorizedIpRanges", ["203.0.113.0/24"])
     aks = evaluate("prod", config).one(AKS).inputs
-    assert aks["apiServerAccessProfile"] == {"authorizedIPRanges": ["203.0.113.0/24"]}
+    assert aks["apiServerAccessProfile"] == {"authorizedIPRanges": ["203.0.113.0/24"], "disableRunCommand": True}
 
 
 def test_azureml_extension(stack, settings):
@@ -447,3 +456,37 @@ def test_collected_data_is_deleted_after_each_workloads_keep_days(stack):
             "prefixMatch": [f"azureml-blobstore-{workspace['workspaceId']}/modelDataCollector/{name}/"],
         }
         assert definition["actions"] == {"baseBlob": {"delete": {"daysAfterModificationGreaterThan": days}}}
+
+
+def test_resource_logs_go_to_the_stacks_log_analytics_workspace(stack, settings):
+    """One diagnostic setting per resource Azure documents resource logs for: each category named and enabled,
+    resource-specific tables, no deprecated retentionPolicy; the blob service's on the service, not the account."""
+    from infra import resource_logs
+
+    logs = stack.one("azure-native:operationalinsights:Workspace").id
+    storage = stack.one("azure-native:storage:StorageAccount").id
+    sent = {setting.inputs["resourceUri"]: setting.inputs for setting in stack.of_type("azure-native:monitor:DiagnosticSetting")}
+    blob = resource_logs.BLOB_CATEGORIES + ((resource_logs.BLOB_READ_CATEGORY,) if settings.log_blob_reads else ())
+    assert {uri: [entry["category"] for entry in inputs["logs"]] for uri, inputs in sent.items()} == {
+        stack.one(f"{ML}:Workspace").id: list(resource_logs.WORKSPACE_CATEGORIES),
+        stack.one("azure-native:keyvault:Vault").id: list(resource_logs.KEY_VAULT_CATEGORIES),
+        stack.one(AKS).id: list(resource_logs.AKS_CATEGORIES),
+        f"{storage}/blobServices/default": list(blob),
+        stack.one("azure-native:containerregistry:Registry").id: list(resource_logs.REGISTRY_CATEGORIES),
+    }
+    for inputs in sent.values():
+        assert inputs["workspaceId"] == logs and inputs["logAnalyticsDestinationType"] == "Dedicated"
+        assert all(entry == {"category": entry["category"], "enabled": True} for entry in inputs["logs"])
+        assert "metrics" not in inputs and "storageAccountId" not in inputs
+    assert settings.log_blob_reads is (settings.environment == "prod")  # reads are rows too: prod only
+
+
+def test_storage_meets_the_policies_it_can(stack):
+    """A week at most for any SAS (and Block), infrastructure encryption, soft delete for blobs and containers."""
+    account = stack.one("azure-native:storage:StorageAccount")
+    assert account.inputs["sasPolicy"] == {"sasExpirationPeriod": "7.00:00:00", "expirationAction": "Block"}
+    assert account.inputs["encryption"] == {"keySource": "Microsoft.Storage", "requireInfrastructureEncryption": True}
+    assert "encryption.requireInfrastructureEncryption" in account.ignore_changes  # set only when an account is created
+    service = stack.one("azure-native:storage:BlobServiceProperties")
+    assert (service.inputs["accountName"], service.inputs["blobServicesName"]) == (account.state["name"], "default")
+    assert service.inputs["deleteRetentionPolicy"] == service.inputs["containerDeleteRetentionPolicy"] == {"enabled": True, "days": 7}

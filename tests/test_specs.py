@@ -255,8 +255,20 @@ def instance_type_resources(stack: str) -> dict:
 def test_kubernetes_deployment_fits_the_stacks_instance_type(stack):
     """The scoring pod's resources keep the rules of "Create and manage instance types" against the instance
     type the stack creates (infra/constraints.py)."""
+    spec = read(SPECS_DIR / "endpoints" / "kubernetes-deployment.yml")
+    scoring_script = bool((spec.get("code_configuration") or {}).get("scoring_script"))
+    assert scoring_script, "a custom deployment: the no-code MLflow minimum (infra/constraints.py) does not apply"
+    assert deployment_fits_instance_type(spec["resources"], instance_type_resources(stack), scoring_script) == []
+
+
+def test_a_no_code_mlflow_deployment_below_its_minimum_is_caught():
+    """The same requests without a scoring script would fail: an MLflow no-code deployment needs 2 cores and 4 GB."""
     resources = read(SPECS_DIR / "endpoints" / "kubernetes-deployment.yml")["resources"]
-    assert deployment_fits_instance_type(resources, instance_type_resources(stack)) == []
+    ceiling = {"limits": {"cpu": "8", "memory": "16Gi"}}
+    assert deployment_fits_instance_type(resources, ceiling, scoring_script=False) == [
+        f"requests.cpu is {resources['requests']['cpu']!r}; an MLflow deployment without a scoring script needs at least 2",
+        f"requests.memory is {resources['requests']['memory']!r}; an MLflow deployment without a scoring script needs at least 4Gi",
+    ]
 
 
 def test_a_deployment_at_its_instance_types_limit_is_caught():

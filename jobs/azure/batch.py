@@ -7,6 +7,13 @@ registered for this run, or with the model's own (an AutoML winner: AzureTarget.
 after what it serves, so an unchanged one is left alone. It becomes the endpoint's default; invoking it uploads
 the input folder and starts a batch scoring job, which is waited for like any job. Its output (predictions.csv,
 batch_score.py's rows) is then downloaded and counted: rows scored, rows failed.
+
+On a private stack the endpoint is private: "All the batch endpoints created inside of private link-enabled
+workspace are deployed as private batch endpoints by default" and "It is not possible to deploy public batch
+endpoints on private link-enabled workspaces" (how-to-secure-batch-endpoint), and the docs reach one only from a
+machine in or peered with the VNet. Invoking goes to the endpoint's scoring URI (azure-ai-ml
+BatchEndpointOperations.invoke), so from outside the deployment is made and the invoke is left to a machine
+inside, which says so by setting IN_VNET.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from azure.ai.ml.entities import BatchEndpoint, ModelBatchDeployment
 from azure.ai.ml.entities._load_functions import load_model_batch_deployment
 from azure.core.exceptions import ResourceNotFoundError
 
+import os
+
+from infra import outputs as keys
 from jobs import flow
 from jobs.azure import entities
 from jobs.azure.assets import WORK_DIR, Asset
@@ -37,6 +47,17 @@ DEPLOYMENT_SPEC = entities.ENDPOINTS_DIR / "batch-deployment.yml"
 # where a batch job's scoring output lives (azure-ai-ml's BATCH_JOB_CHILD_RUN_OUTPUT_NAME)
 OUTPUT_NAME = "score"
 DOWNLOADS = WORK_DIR.parent / "azure-batch"
+# set to 1 on a machine in (or peered with) a private stack's VNet: a self-hosted runner, a jump host
+IN_VNET = "AZUREML_PLATFORM_IN_VNET"
+
+
+def unreachable(workload: Workload, outputs: Mapping[str, str | None]) -> str | None:
+    """Why this machine cannot invoke the workload's batch endpoint, with what to run where; None when it can."""
+    if outputs[keys.NETWORK_ISOLATION] != "private" or os.environ.get(IN_VNET) == "1":
+        return None
+    return (f"{entities.endpoint_name(workload, 'batch', outputs)} is a private batch endpoint (a private link "
+            f"workspace's are, how-to-secure-batch-endpoint), which only its VNet reaches; from a machine in it run "
+            f"{IN_VNET}=1 python -m jobs batch --outputs <stack outputs JSON> --workload {workload.name} --input <folder of CSV files>")  # fmt: skip
 
 
 def endpoint_entity(workload: Workload, outputs: Mapping[str, str | None]) -> BatchEndpoint:
@@ -94,6 +115,8 @@ def score_batch(
     endpoint = endpoint_entity(workload, azure.outputs)
     deployment = deployment_entity(workload, azure.outputs, model, azure.serving_assets(model, report))
     _roll_out(azure, endpoint, deployment, report)
+    if why := unreachable(workload, azure.outputs):
+        raise flow.NotReachableHere(f"deployment {deployment.name} is the default; {why}")
     folder = Input(type="uri_folder", path=str(Path(input_dir).resolve()))  # a local folder is uploaded
     invoked = azure.uploading(
         lambda: azure.ml_client.batch_endpoints.invoke(endpoint_name=endpoint.name, deployment_name=deployment.name, input=folder),
