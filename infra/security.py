@@ -500,7 +500,10 @@ def resource_logs_reach_log_analytics(stack: Stack) -> Iterator[str]:
                 yield f"{setting.where}: workspaceId must be the stack's Log Analytics workspace"
             if setting.get("logAnalyticsDestinationType") != resource_logs.DESTINATION_TYPE:
                 yield f"{setting.where}: logAnalyticsDestinationType must be {resource_logs.DESTINATION_TYPE} (resource-specific tables)"
-            logs = [entry for entry in setting.get("logs", []) or [] if known(entry)]
+            logs = setting.get("logs", []) or []
+            if not known(logs):
+                continue
+            logs = [entry for entry in logs if known(entry)]
             enabled = {entry.get("category") for entry in logs if entry.get("enabled") is True}
             if missing := [c for c in expected[resource.type] if c not in enabled]:
                 yield f"{setting.where}: categories {', '.join(missing)} are not enabled"

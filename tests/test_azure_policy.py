@@ -565,3 +565,5 @@ def test_the_stacks_against_the_built_in_definitions(reference, stack):
         found = {(f.definition.id, f.resource.type) for f in findings if f.outcome is Outcome.NON_COMPLIANT}
         kept = {(k.definition, conformance.TARGETS[k.target]) for k in conformance.kept(stack) if k.in_request}
         assert found == kept
+        named = {d.id: (d.display_name, d.mcsb and d.mcsb.reference_id) for d in reference.definitions}
+        assert [k for k in conformance.kept(stack) if named[k.definition] != (k.title, k.mcsb_reference)] == []

@@ -18,6 +18,7 @@ inside, which says so by setting IN_VNET.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
@@ -28,8 +29,6 @@ from azure.ai.ml.entities import BatchEndpoint, ModelBatchDeployment
 # ("settings: Unknown field"); the model batch deployment's own loader reads it
 from azure.ai.ml.entities._load_functions import load_model_batch_deployment
 from azure.core.exceptions import ResourceNotFoundError
-
-import os
 
 from infra import outputs as keys
 from jobs import flow
