@@ -1,26 +1,49 @@
-# `make local` runs the whole flow on this machine; `make test` runs the offline test suite.
+# `make local` runs the whole flow on this machine; `make test` runs the offline test suite. Both install from
+# uv.lock (pyproject.toml's groups: docs/reference.md, "Dependencies").
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= data
 # the workload `make serve` serves (its latest locally registered model)
 WORKLOAD ?= housing
+# uv: the one on PATH, else this version from PyPI in a bootstrap virtualenv (`pip install --user` fails on
+# PEP 668 systems; no download script)
+UV_VERSION := 0.9.30
+UV_HOME := .uv
+UV := $(or $(shell command -v uv 2>/dev/null),$(UV_HOME)/bin/uv)
+SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --python $(PYTHON)
 
-.PHONY: setup test local serve benchmarks
+.PHONY: setup setup-local test local serve docs uv
 
-setup: $(VENV)/.installed
+uv: | $(UV)
 
-$(VENV)/.installed: requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -r requirements.txt
+$(UV_HOME)/bin/uv:
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install --quiet uv==$(UV_VERSION)
+
+# every group: the tests exercise all of the project
+setup: $(VENV)/.all-groups
+
+$(VENV)/.all-groups: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --all-groups
+	touch $@
+
+# what runs on this machine only (`local`: no cloud SDK, no Pulumi), added beside whatever the environment holds
+setup-local: $(VENV)/.local-group
+
+$(VENV)/.local-group: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --no-default-groups --group local --inexact
 	touch $@
 
 test: setup
 	$(BIN)/python -m pytest -q
 
-local: setup
+local: setup-local
 	$(BIN)/python -m jobs run --local --data-dir $(DATA_DIR)
 
-serve: setup
+serve: setup-local
 	$(BIN)/python -m jobs serve --local --workload $(WORKLOAD)
+
+# the reference as a site (mkdocs.yml); --strict: a broken link or a page missing from the nav fails
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site

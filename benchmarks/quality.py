@@ -212,7 +212,7 @@ def main() -> None:
     files = {"housing": args.data, "bank-marketing": args.bank_data}
     for name in chosen:
         if not files[name].is_file():
-            sys.exit(f"{name} data not found: {files[name]} (see the README for where to get it)")
+            sys.exit(f"{name} data not found: {files[name]} (README.md, Quick start, says where to get it)")
 
     results = {}
     with tempfile.TemporaryDirectory() as scratch:

@@ -16,7 +16,7 @@ assignment configured it declares none, and the policy pack reports each kept fi
 
 The deployer needs two rights for that: "Beyond requiring the Microsoft.Authorization/policyExemptions/write operation
 on the resource hierarchy or individual resource, the creator of an exemption must have the exempt/Action verb on the
-target assignment" (Azure Policy exemption structure; README, "Roles each actor needs").
+target assignment" (Azure Policy exemption structure; docs/security.md, "Roles each actor needs").
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ _NO_VNET = "dev has no VNet: a NAT gateway and private endpoints cost money arou
 _VNET_COST = "network.isolated: true (a NAT gateway, ten private endpoints, eight private DNS zones) and a Premium registry"
 
 KEPT: tuple[KeptFinding, ...] = (
-    # MCSB: the three prod keeps (README, "Azure Policy")
+    # MCSB: the three prod keeps (docs/security.md, "Azure Policy")
     KeptFinding("438c38d2-3772-465a-a9cc-7a6666a275ce", "Azure Machine Learning Workspaces should disable public network access",
                 "workspace", _PUBLIC_API,
                 "how-to-configure-private-link: with public access disabled the workspace answers only through its private endpoints",
@@ -212,7 +212,7 @@ KEPT: tuple[KeptFinding, ...] = (
     KeptFinding("fe8a9af4-a003-4c7d-b7a4-b9808310c4f8", "Public IPs and Public IP prefixes should have FirstPartyUsage tag", "nat-public-ip",
                 "the NAT gateway's address is the platform's, not a Microsoft first-party service's", "the definition's own text", "none",
                 environments=("prod",)),
-    # dev only: what its cheaper network costs (README, "What each environment differs in")
+    # dev only: what its cheaper network costs (docs/platform-engineers.md, "What each environment differs in")
     KeptFinding("a1840de2-8088-4ea8-b153-b4c723e9cb01", "Azure Kubernetes Service clusters should have Defender profile enabled", "aks",
                 "Defender for Containers bills per vCore; dev holds no production data", "defender-for-containers-introduction (pricing: per vCore)",
                 "aks.defender: true, and the plan's price for dev's nodes",
@@ -327,4 +327,4 @@ def kept_policy_findings_are_exempt(stack: Stack) -> Iterator[str]:
     for finding in kept(environment):
         if finding.definition not in exempt:
             yield (f"{finding.target} keeps '{finding.title}' (built-in definition {finding.definition}): {finding.reason}; "
-                   "no exemption declares it (policy.assignments, README \"Azure Policy\")")  # fmt: skip
+                   "no exemption declares it (policy.assignments, docs/security.md, \"Azure Policy\")")  # fmt: skip

@@ -12,7 +12,7 @@ For a public stack (`network_isolation` is not "private") `open` does nothing an
 
 "IP network rules have no effect on requests originating from the same Azure region as the storage account"
 (Azure Storage network security): a machine that happens to run in the stack's region is refused all the same;
-runners inside the stack's VNet avoid this (README, "Network: who reaches what").
+runners inside the stack's VNet avoid this (docs/security.md, "Network: who reaches what").
 
 `open` writes the address to --ip-file before it adds the rule, so that `close` also undoes a half-done
 opening; `close` removes the rule for the address in that file, then the file: without one it does nothing,

@@ -7,7 +7,7 @@ So the registry stack defines two custom roles with exactly the actions "Manage 
 (how-to-manage-registries, "Add users to the registry") lists: a reader ("To let a user only read assets ...
 create a custom role with the following permissions": registries/read, registries/assets/read) and a publisher,
 which adds "registries/assets/write" ("Create assets in registries") but not ".../delete": a promoted version is
-archived, never deleted (README). dev's automation identity publishes; every other environment's automation
+archived, never deleted (docs/operators.md, "Promotion"). dev's automation identity publishes; every other environment's automation
 identity, and prod's data scientists, read. The rule `ml-registry-roles` holds every assignment at a registry's
 scope to these two roles, and the publisher to the publishing environment.
 
@@ -47,7 +47,7 @@ class MlRegistryArgs:
 
 class MlRegistry(pulumi.ComponentResource):
     """The ML registry, in its own resource group, and its two custom roles. Protected: it holds every promoted
-    model (README, "The ML registry's stack": what tearing it down loses). Its regions' storage and ACR IDs are the
+    model (docs/operators.md, "The ML registry's stack": what tearing it down loses). Its regions' storage and ACR IDs are the
     primary region's: an environment in a replication region would need its own region's (none is, today)."""
 
     def __init__(self, name: str, args: MlRegistryArgs, opts: pulumi.ResourceOptions | None = None):

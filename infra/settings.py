@@ -66,7 +66,7 @@ ROUTER_SERVICE_TYPES = ("LoadBalancer", "ClusterIP")
 CLUSTER_PURPOSES = ("DevTest", "FastProd")
 # the compute namespace must exist before attach: `default`, or the extension's own `azureml`
 COMPUTE_NAMESPACES = ("default", "azureml")
-# never committed: each operator sets them with `pulumi config set --secret` (see README)
+# never committed: each operator sets them with `pulumi config set --secret` (docs/platform-engineers.md)
 SECRET_KEYS = (f"{PROJECT}:inferenceTlsCertificate", f"{PROJECT}:inferenceTlsKey")
 PEM = re.compile(r"\s*-----BEGIN [A-Z ]+-----.+-----END [A-Z ]+-----\s*", re.DOTALL)
 # Entra object IDs (users, groups) are GUIDs
@@ -129,7 +129,7 @@ class NetworkSettings:
     aks_subnet: str | None = None
     private_endpoint_subnet: str | None = None
     # public IPv4 addresses or CIDRs of clients outside the VNet (office egress, self-hosted runners) that may
-    # reach the storage data plane; CI adds its runner for the length of a job instead (see README)
+    # reach the storage data plane; CI adds its runner for the length of a job instead (docs/security.md, "Network: who reaches what")
     allowed_ip_ranges: tuple[str, ...] = ()
 
 
@@ -148,7 +148,7 @@ class AksSettings:
     kubernetes_version: str | None
     # who may reach the API server; empty: any address (Entra ID and Azure RBAC still authorize every call)
     authorized_ip_ranges: tuple[str, ...]
-    # needs the subscription feature Microsoft.Compute/EncryptionAtHost registered (README)
+    # needs the subscription feature Microsoft.Compute/EncryptionAtHost registered (docs/platform-engineers.md)
     encryption_at_host: bool
     # Container Insights into the stack's Log Analytics workspace (billed per GB ingested)
     container_insights: bool
@@ -614,7 +614,7 @@ def _policy(reader: _Reader, today: datetime.date) -> PolicySettings:
         else:
             if expires_on <= today:
                 reader.problems.append(f"{reader.key_of('exemptionsExpireOn')} is {expires}, not after today ({today}): "
-                                       "review the kept findings (README, \"Azure Policy\") and set a later date")  # fmt: skip
+                                       "review the kept findings (docs/security.md, \"Azure Policy\") and set a later date")  # fmt: skip
     if assignments and not expires:
         reader.problems.append(f"{reader.key_of('exemptionsExpireOn')} is required with {reader.key_of('assignments')}: "
                                "every exemption expires, to be reviewed again")  # fmt: skip

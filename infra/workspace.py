@@ -76,10 +76,10 @@ class Workspace(pulumi.ComponentResource):
             # should adhere to 7 day maximum validity" denies any other policy, and "Out-of-policy SAS are those
             # which do not have a signed start or have a validity interval larger than the upper limit" (Create an
             # SAS expiration policy). A client that signs one without a start (azure-ai-ml's log listing on a
-            # key-based datastore does) gets 403 (README, "Azure Policy")
+            # key-based datastore does) gets 403 (docs/security.md, "Azure Policy")
             sas_policy=storage.SasPolicyArgs(sas_expiration_period=SAS_EXPIRATION_PERIOD, expiration_action="Block"),
             # a second layer of encryption below the service's: "must configure ... at the time that you create the
-            # account" (Enable infrastructure encryption), so an existing account keeps what it has (README)
+            # account" (Enable infrastructure encryption), so an existing account keeps what it has (docs/security.md, "Azure Policy")
             encryption=storage.EncryptionArgs(key_source="Microsoft.Storage", require_infrastructure_encryption=True),
             public_network_access="Enabled",
             # isolated: the VNet comes through private endpoints; the workspace through a resource instance
@@ -141,7 +141,7 @@ class Workspace(pulumi.ComponentResource):
             network_rule_set=containerregistry.NetworkRuleSetArgs(default_action="Deny") if premium and isolated else None,
             zone_redundancy="Enabled" if settings.registry_zone_redundancy else "Disabled",
             **common,
-            # zone redundancy is set when a registry is created: an existing one keeps what it has (README)
+            # zone redundancy is set when a registry is created: an existing one keeps what it has (docs/platform-engineers.md, "Zone redundancy of the registry")
             opts=pulumi.ResourceOptions.merge(stateful, pulumi.ResourceOptions(ignore_changes=["zoneRedundancy"])),
         )
         self.workspace = ml.Workspace(

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--force", action="store_true", help="roll out even a candidate that scores worse there")
     promote.add_argument("--rollback", action="store_true", help="serve again what --to's live version replaced")
     promote.add_argument("--demo", action="store_true", help="local: the whole path for each workload, dev to prod and "
-                         "back, in <work dir>/dev, prod and ml-registry (README, \"Promotion\")")  # fmt: skip
+                         "back, in <work dir>/dev, prod and ml-registry (docs/operators.md, \"Promotion\")")  # fmt: skip
     bench = commands.add_parser("bench", parents=[target], help="load-test the served endpoint: requests/s, latency, errors")
     bench.add_argument("--concurrency", type=_positive(int), default=load_test.CONCURRENCY,
                        help=f"requests in flight, on one connection each (default: {load_test.CONCURRENCY})")
@@ -203,7 +204,7 @@ def run(args, target) -> None:
         if not workloads:
             return
     summary = flow.run(target, workloads)
-    print(summary.table())
+    print(summary.table(servers_stopped=args.local))
 
 
 def serve(args, target) -> None:
@@ -467,6 +468,8 @@ COMMANDS = {"run": run, "serve": serve, "submit": submit, "invoke": invoke, "dep
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # MLflow's download progress bars would interleave with the flow's lines (its jobs inherit this too)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with contextlib.ExitStack() as resources:
             if args.command in AZURE_ONLY and not (args.stack or args.outputs):

@@ -175,8 +175,11 @@ class WorkloadSummary:
 class Summary:
     workloads: list[WorkloadSummary]
 
-    def table(self) -> str:
-        rows = [("workload", "job", "held-out metric", "model", "scoring URL (batch: its output)")]
+    def table(self, servers_stopped: bool = False) -> str:
+        """One row per job and batch sample; with `servers_stopped` (the local target: its servers end with the run)
+        the URL column says so, and a last line says how to serve a model again."""
+        url = "scoring URL, stopped with the run" if servers_stopped else "scoring URL"
+        rows = [("workload", "job", "held-out metric", "model", f"{url} (batch: its output)")]
         for done in self.workloads:
             metric = done.workload.metric
             for result in done.results:
@@ -192,9 +195,13 @@ class Summary:
                 counts = f"{tally.scored:,} scored, {tally.failed + tally.unreadable:,} failed"
                 rows.append((done.workload.name, "batch (sample)", counts, model, done.batch.location or done.batch.output))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        return "\n".join(
+        table = "\n".join(
             "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4] for row in rows
         )
+        if servers_stopped:
+            serve = ", ".join(f"`make serve WORKLOAD={done.workload.name}`" for done in self.workloads)
+            table += f"\nThe scoring servers stopped with the run. To serve a workload's model again until Ctrl-C: {serve}."
+        return table
 
 
 def stamped(report: Report, prefix: str) -> Report:

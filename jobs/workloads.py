@@ -302,7 +302,7 @@ def load_workload(folder: Path) -> Workload:
     monitor = _monitor(document.get("monitor"), path.parent, data, problems)
     promotion = str(document.get("promotion", "train"))
     if promotion not in PROMOTIONS:
-        problems.add("promotion", f"{promotion!r}; allowed: {', '.join(PROMOTIONS)} (README, \"Promotion\")")
+        problems.add("promotion", f"{promotion!r}; allowed: {', '.join(PROMOTIONS)} (docs/operators.md, \"Promotion\")")
     elif promotion == "registry" and retrain is not None:
         # a model that reaches the other environments through the ML registry is trained in the publishing one only
         for environment in sorted(retrain.environments):

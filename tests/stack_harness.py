@@ -479,6 +479,7 @@ def evaluate(
     if project == PROJECT and isinstance(monitor.mocks, PlatformMocks) and not monitor.mocks.stack_references:
         monitor.mocks.stack_references = ml_registry_references()  # evaluated first: the runtime is process-global
     runtime_settings.ROOT.set(None)  # set_mocks only builds a fresh root stack when none is set
+    _drop_what_a_failed_evaluation_left()
     secret_keys = [key for key, value in config.items() if key in SECRET_KEYS or value == FAKE_SECURE_VALUE]
     pulumi.runtime.set_all_config(dict(config), secret_keys)
     pulumi.runtime.set_mocks(monitor.mocks, project=project, stack=stack_name, preview=preview, monitor=monitor)
@@ -489,6 +490,15 @@ def evaluate(
     outputs, secret = engine_outputs(exports)
     dropped = frozenset(set(exports) - set(outputs))
     return StackRun(stack_name, dict(config), monitor.resources_registered(), outputs, secret, dropped, tuple(monitor.reads))
+
+
+def _drop_what_a_failed_evaluation_left() -> None:
+    """An evaluation that raised (a test expecting it to) leaves its output tasks, failed ones among them, in Pulumi's
+    process-wide settings; the next one would await them and raise their error as its own
+    (pulumi.runtime.stack.wait_for_rpcs awaits every task in SETTINGS.outputs)."""
+    with runtime_settings.SETTINGS.lock:
+        runtime_settings.SETTINGS.outputs.clear()
+    runtime_settings._get_rpc_manager().clear()
 
 
 def engine_outputs(exports: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:

@@ -75,13 +75,13 @@ def test_policy_settings_are_refused_naming_the_key(policy, problem):
     assert problem in only_problem(with_setting(stack_config("prod"), POLICY, policy), "prod")
 
 
-# --- the README's tables, held to the code and to the evaluation ----------------------------------------------------
+# --- the security page's tables, held to the code and to the evaluation ---------------------------------------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+SECURITY_PAGE = Path(__file__).resolve().parent.parent / "docs" / "security.md"
 
 
 def kept_rows() -> list[str]:
-    """The README's table of kept findings: one row per definition and resource, with the environments that keep it."""
+    """The security page's kept findings: one row per definition and resource, with the environments that keep it."""
     rows = []
     for finding in conformance.KEPT:
         where = " and ".join(finding.environments) if finding.environments != conformance.BOTH else "both"
@@ -91,7 +91,7 @@ def kept_rows() -> list[str]:
 
 
 def mcsb_rows(catalog, findings_by_stack) -> list[str]:
-    """The README's MCSB table: each definition the initiative assigns, per environment met, exempt or not applicable."""
+    """The security page's MCSB table: each assigned definition, per environment met, exempt or not applicable."""
     from infra import azure_policy as ap
 
     kept = {(finding.definition, environment) for environment in ("dev", "prod") for finding in conformance.kept(environment)}
@@ -116,12 +116,12 @@ def mcsb_rows(catalog, findings_by_stack) -> list[str]:
     return rows
 
 
-def test_the_readme_lists_every_kept_finding_with_its_reason():
-    text = README.read_text()
+def test_the_security_page_lists_every_kept_finding_with_its_reason():
+    text = SECURITY_PAGE.read_text()
     assert [row for row in kept_rows() if row not in text] == []
 
 
-def test_the_readme_marks_every_mcsb_policy_as_the_evaluation_finds_it():
+def test_the_security_page_marks_every_mcsb_policy_as_the_evaluation_finds_it():
     from infra import azure_policy as ap
     from test_azure_policy import FETCH_HINT, REFERENCE
 
@@ -135,5 +135,5 @@ def test_the_readme_marks_every_mcsb_policy_as_the_evaluation_finds_it():
         findings[stack] = ap.evaluate(catalog, resources)
     rows = mcsb_rows(catalog, findings)
     assert not [row for row in rows if "NOT MET" in row]
-    text = README.read_text()
+    text = SECURITY_PAGE.read_text()
     assert [row for row in rows if row not in text] == []

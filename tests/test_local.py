@@ -133,11 +133,13 @@ def test_bank_marketing_serves_a_label_and_the_probability_of_yes(local_run):
         target.invoke(endpoint, broken)
 
 
-def test_the_summary_names_each_workloads_winner_and_endpoint(local_run):
+def test_the_summary_names_each_workloads_winner_and_endpoint_and_says_its_server_stopped(local_run):
     _, done, summary, _ = local_run
-    table = summary.table()
+    table = summary.table(servers_stopped=True)  # as `run --local` prints it: its servers end with the run
     for name, result in done.items():
         assert f"{result.model.name}:{result.model.version}" in table and result.endpoints[0].scoring_uri in table
+        assert f"make serve WORKLOAD={name}" in table
+    assert "scoring URL, stopped with the run" in table.splitlines()[0]
 
 
 def test_automl_trials_are_child_runs_of_the_automl_job(local_run):

@@ -1,76 +1,21 @@
-"""The CrossGuard pack (policies/): every policy passes on every stack and catches each violating case.
+"""The CrossGuard pack (policies/): every policy passes on every stack and catches each violating case, run as the
+policy server runs them (tests/policy_harness.py)."""
 
-Pulumi ships no test harness for policy packs (pulumi/pulumi-policy#445), so these tests build the policies'
-arguments as the policy server does (pulumi_policy/policy.py, Analyze and AnalyzeStack): the wire properties
-the engine registered, deserialized and wrapped in the unknown-checking proxy, with parents and property
-dependencies resolved to PolicyResource objects.
-"""
-
-import copy
-from pathlib import Path
 
 import pytest
 import yaml
-from pulumi_policy import (
-    EnforcementLevel,
-    PolicyCustomTimeouts,
-    PolicyResource,
-    PolicyResourceOptions,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-    StackValidationArgs,
-)
-from pulumi_policy.deserialize import deserialize_properties
-from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from infra import rules, security
 from policies import pack
+from policy_harness import run_policy
 from rule_cases import cases, entries
 from stack_harness import ROOT, every_stack, run_stack
 
 STACKS = every_stack()  # the stack files, each with a team, and the ML registry's
 CASES = cases()
 POLICIES = {policy.name: policy for policy in pack.policies()}
-
-
-def _options(entry) -> PolicyResourceOptions:
-    return PolicyResourceOptions(
-        protect=entry.protect, ignore_changes=list(entry.resource.ignore_changes),
-        delete_before_replace=entry.resource.delete_before_replace, aliases=[],
-        custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=list(entry.resource.additional_secret_outputs),
-        parent=entry.parent or None,
-    )  # fmt: skip
-
-
-def _props(entry):
-    return unknown_checking_proxy(deserialize_properties(copy.deepcopy(entry.props)))
-
-
-def resource_args(entry) -> ResourceValidationArgs:
-    return ResourceValidationArgs(entry.resource.type, _props(entry), entry.urn, entry.resource.name, _options(entry), None, {}, {})
-
-
-def stack_args(items) -> StackValidationArgs:
-    built = {entry.urn: PolicyResource(entry.resource.type, _props(entry), entry.urn, entry.resource.name, _options(entry),
-                                       None, None, [], {}) for entry in items}  # fmt: skip
-    for entry in items:
-        resource = built[entry.urn]
-        resource.parent = built.get(entry.parent)
-        resource.property_dependencies = {
-            prop: [built[urn] for urn in urns if urn in built] for prop, urns in entry.property_dependencies.items()
-        }
-    return StackValidationArgs(list(built.values()), {}, {})
-
-
-def run_policy(policy, items) -> list[str]:
-    found = []
-    report = lambda message, urn=None: found.append(message)  # noqa: E731
-    if isinstance(policy, ResourceValidationPolicy):
-        for entry in items:
-            policy.validate(resource_args(entry), report)
-    else:
-        policy.validate(stack_args(items), report)
-    return found
 
 
 # the advisory report of the Azure Policy findings the platform keeps speaks on every stack without exemptions
@@ -114,9 +59,16 @@ def test_policies_skip_what_a_preview_cannot_know(stack):
     assert {name: found for name, policy in POLICIES.items() if name not in ADVISORY_REPORTS and (found := run_policy(policy, items))} == {}
 
 
-def test_the_pack_runs_in_the_projects_virtualenv_and_serves_these_policies():
-    project = yaml.safe_load((ROOT / "policies" / "PulumiPolicy.yaml").read_text())
-    assert project["runtime"] == {"name": "python", "options": {"virtualenv": "../.venv"}}
+def test_the_pack_and_the_programs_run_in_the_infra_environment_and_serve_these_policies():
+    """One environment, installed by uv from the lock's default group (infra), for the programs and the pack."""
+    import tomllib
+
+    infra = {"name": "python", "options": {"toolchain": "uv", "virtualenv": ".venv-infra"}}
+    for project_file, prefix in (("Pulumi.yaml", ""), ("ml-registry/Pulumi.yaml", "../"), ("policies/PulumiPolicy.yaml", "../")):
+        runtime = yaml.safe_load((ROOT / project_file).read_text())["runtime"]
+        assert runtime == {**infra, "options": {**infra["options"], "virtualenv": prefix + ".venv-infra"}}, project_file
     main = (ROOT / "policies" / "__main__.py").read_text()
     assert "PolicyPack(name=PACK_NAME, policies=policies())" in main
-    assert "pulumi-policy" in Path(ROOT / "requirements.txt").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["uv"]["default-groups"] == ["infra"]
+    assert any(pin.startswith("pulumi-policy==") for pin in project["dependency-groups"]["infra"])

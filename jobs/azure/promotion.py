@@ -71,7 +71,7 @@ def _registry_error(name: str, what: str, error: Exception, who: str) -> FlowErr
     """What a registry call's failure means: no rights (the roles of infra/ml_registry.py), or no way there."""
     if isinstance(error, ServiceRequestError):
         return FlowError(f"{who} cannot reach the ML registry {name} ({what}): {first_line(error)}; from a network-isolated "
-                         "environment it goes through its private endpoints (README, \"Promotion\")")  # fmt: skip
+                         "environment it goes through its private endpoints (docs/operators.md, \"Promotion\")")  # fmt: skip
     if isinstance(error, HttpResponseError) and error.status_code == 403:
         return FlowError(f"{who} may not {what} in the ML registry {name}: {first_line(error)}; dev's automation identity "
                          "publishes (its publisher role), the others read (its reader role)")  # fmt: skip

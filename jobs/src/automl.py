@@ -443,7 +443,7 @@ def requirements(pipeline) -> list[str]:
     pins = tabular.pinned(*packages)
     if "xgboost" in modules:
         try:
-            pins += tabular.pinned("xgboost-cpu")  # the CPU-only wheel requirements.txt installs
+            pins += tabular.pinned("xgboost-cpu")  # the CPU-only wheel the project's lock installs
         except Exception:  # noqa: BLE001  (the full xgboost distribution instead)
             pins += tabular.pinned("xgboost")
     return pins

@@ -1,17 +1,30 @@
 """The MLflow model that serves train_mlp.py's network: raw columns in, predictions in the target's units out.
 
 Saved with the model (`code_paths`) and loaded with `mlflow.pyfunc.load_model`; the fitted preprocessing
-is pickled with it and the network is a native `.keras` file, so it needs only its folder and the
-inference environment (Keras on the CPU PyTorch backend).
+is pickled with it and the network is a native `.keras` file, which any Keras 3 backend loads: so it needs only its
+folder and an environment with Keras on either backend (torch in Azure's, JAX on this machine's).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+
+
+# the Keras backends the platform runs on: JAX where the project's lock installs (PyPI ships it for the CPU only),
+# torch in the Azure ML environments (CUDA on the GPU cluster, the CPU build for serving)
+BACKENDS = ("jax", "torch")
+
+
+def choose_backend() -> str:
+    """KERAS_BACKEND as set, else the first of BACKENDS installed; call it before Keras is imported."""
+    if not os.environ.get("KERAS_BACKEND"):
+        os.environ["KERAS_BACKEND"] = next((name for name in BACKENDS if importlib.util.find_spec(name)), BACKENDS[-1])
+    return os.environ["KERAS_BACKEND"]
 
 
 class KerasRegressor(mlflow.pyfunc.PythonModel):
@@ -34,7 +47,7 @@ class KerasRegressor(mlflow.pyfunc.PythonModel):
         return {**self.__dict__, "network": None}  # the network travels as its own artifact
 
     def load_context(self, context) -> None:
-        os.environ.setdefault("KERAS_BACKEND", "torch")
+        choose_backend()
         import keras
 
         self.network = keras.saving.load_model(context.artifacts["network"], compile=False)

@@ -6,7 +6,7 @@
 Same split, features and metrics as train.py (tabular.py). Logs the held-out MAE every epoch (step =
 epoch), so a sweep's early termination policy can act, then the final held-out metrics. Writes
 DIR/model (an MLflow pyfunc model over the raw columns), DIR/metrics.json and DIR/plots/. Keras runs on
-the PyTorch backend: CPU here, CUDA on the GPU cluster.
+the backend installed (keras_model.choose_backend): JAX on the CPU here, PyTorch with CUDA on the GPU cluster.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
+import keras_model
+
+if keras_model.choose_backend() == "jax":
+    # one CPU thread (see use_one_cpu_thread): XLA reads its flags when JAX starts
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 
 import keras  # noqa: E402  (after the backend is chosen)
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from mlflow.models import infer_signature  # noqa: E402
 
-import keras_model  # noqa: E402
 import tabular  # noqa: E402
 
 
@@ -83,7 +86,8 @@ def permutation_importance(model: keras_model.KerasRegressor, x_test, y_test, ma
 
 def use_one_cpu_thread() -> None:
     """On CPU, train on one thread: a network this small gains nothing from more, and threads that spin
-    waiting for a busy core (the local run trains LightGBM beside it) make epochs several times slower."""
+    waiting for a busy core (the local run trains LightGBM beside it) make epochs several times slower. JAX gets
+    the same from its XLA flags, which the module sets before JAX starts."""
     if keras.backend.backend() == "torch":
         import torch
 
@@ -166,7 +170,7 @@ def save(model: keras_model.KerasRegressor, network: keras.Model, example, path:
             metadata=tabular.model_metadata("regression", target=target),
             code_paths=[tabular.__file__, keras_model.__file__],
             pip_requirements=tabular.pinned(
-                "mlflow", "keras", "torch", "scikit-learn", "pandas", "numpy", "cloudpickle"
+                "mlflow", "keras", keras.backend.backend(), "scikit-learn", "pandas", "numpy", "cloudpickle"
             ),
         )
 
