@@ -172,6 +172,20 @@ def locked_versions() -> dict[str, str]:
     return {package["name"].lower(): package["version"] for package in lock["package"] if "version" in package}
 
 
+def test_the_installed_packages_are_the_locked_versions():
+    """An install from the lock matches the lock: every package in this environment at the version uv.lock pins."""
+    from importlib.metadata import distributions
+
+    locked = locked_versions()
+    # pip (and setuptools) are what `python -m venv` seeds an environment with; `uv sync` leaves them be
+    seeded = {"pip", "setuptools", "wheel"}
+    installed = {name: dist.version for dist in distributions()
+                 if (name := re.sub(r"[-_.]+", "-", dist.metadata["Name"].lower())) not in seeded}  # fmt: skip
+    assert {name: (version, locked.get(name)) for name, version in installed.items() if locked.get(name) != version} == {}
+    # and every group is there (`make test` installs them all): pytest's own group and the Pulumi program's, at least
+    assert {"pytest", "pulumi-azure-native", "azure-ai-ml", "jax"} <= set(installed)
+
+
 def pip_pins(path: Path) -> dict[str, str]:
     """{package: version} of a conda file's pip section (local labels dropped)."""
     lines = next(d["pip"] for d in read(path)["dependencies"] if isinstance(d, dict))
