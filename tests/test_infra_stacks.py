@@ -416,7 +416,7 @@ def test_every_service_a_batch_job_reaches_has_prods_private_endpoint_and_dns_zo
         found = [zones[config["privateDnsZoneId"]] for config in groups[endpoint.state["name"]]["privateDnsZoneConfigs"]]
         assert found == list(PRIVATE_DNS_ZONES[group])
         listed.append(f"{token.rsplit(':', 1)[-1]:<16} {group:<13} {endpoint.state['name']:<40} {', '.join(found)}")
-    print("\n".join(listed))  # the table the README's network section gives
+    print("\n".join(listed))  # the table docs/security.md's network section gives
     assert len(listed) == 7
 
 

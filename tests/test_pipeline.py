@@ -223,7 +223,7 @@ def test_bad_bindings_and_unknown_inputs_are_named(local_target, tmp_path):
 
 def test_the_shipped_pipeline_stops_at_validation_naming_the_column(local_target, tmp_path, capsys):
     """`python -m jobs pipeline --local` on data without a column the workload expects: the validate step
-    fails naming it, and no later step runs. (The whole pipeline on the shared data: README figures.)"""
+    fails naming it, and no later step runs. (The whole pipeline on the shared data: docs/operators.md figures.)"""
     data_dir = tmp_path / "data"
     shutil.copytree(local_target.data_dir, data_dir)
     frame_path = data_dir / "bank-marketing.csv"
