@@ -77,6 +77,7 @@ POLICY_ASSIGNMENT_ID = re.compile(
     r"/providers/Microsoft\.Authorization/policyAssignments/[^/]+",
     re.IGNORECASE,
 )
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 BUILT_IN_DEFINITION_ID = re.compile(r"/providers/Microsoft\.Authorization/policyDefinitions/[0-9a-fA-F-]{36}", re.IGNORECASE)
 GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # a data scientist's name, the first part of their compute instance's name (infra/naming.py, Names.workstation)
@@ -604,9 +605,9 @@ def _policy(reader: _Reader, today: datetime.date) -> PolicySettings:
                                       means="/providers/Microsoft.Authorization/policyDefinitions/<GUID>, a built-in definition")  # fmt: skip
         item.unknown()
         assignments.append(PolicyAssignment(assignment_id, kind, definition_id))
-    expires = reader.text("exemptionsExpireOn", default=None, pattern=re.compile(r"\d{4}-\d{2}-\d{2}"), means="a date, YYYY-MM-DD")
+    expires = reader.text("exemptionsExpireOn", default=None, pattern=ISO_DATE, means="a date, YYYY-MM-DD")
     expires_on = None
-    if expires and re.fullmatch(r"\d{4}-\d{2}-\d{2}", expires):
+    if expires and ISO_DATE.fullmatch(expires):
         try:
             expires_on = datetime.date.fromisoformat(expires)
         except ValueError:

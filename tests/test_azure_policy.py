@@ -472,11 +472,22 @@ def test_load_reads_a_folder(tmp_path):
 
 # --- the reference definitions and the stacks -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def reference():
+def load_reference() -> Catalog:
+    """Microsoft's definitions from the reference folder, or the test skipped with how to fetch them."""
     if not REFERENCE.is_dir():
         pytest.skip(FETCH_HINT)
     return ap.load(REFERENCE)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return load_reference()
+
+
+def arm_resources(run) -> list[ArmResource]:
+    """A stack's registered resources as the ARM bodies the definitions judge (providers and components have none)."""
+    resources = (ap.arm_resource(r.type, r.id, revealed(r.inputs)) for r in run.resources)
+    return [resource for resource in resources if resource is not None]
 
 
 def test_pinned_files_are_the_reference_definitions():
@@ -552,8 +563,7 @@ def test_the_stacks_against_the_built_in_definitions(reference, stack):
     run = run_stack(stack)
     declared = {r.type for r in run.resources if r.type.startswith("azure-native:")}
     assert declared <= set(ap.ARM_TABLE), sorted(declared - set(ap.ARM_TABLE))
-    resources = [ap.arm_resource(r.type, r.id, revealed(r.inputs)) for r in run.resources]
-    resources = [r for r in resources if r is not None]
+    resources = arm_resources(run)
     assert [(r.token, r.type) for r in resources if r.type != ap.type_of_id(r.id)] == []
     findings = ap.evaluate(reference, resources)
     print(f"\n=== {stack}\n{ap.report(findings)}")

@@ -7,8 +7,7 @@ import pytest
 
 from infra import conformance, settings
 from infra.settings import PROJECT
-from stack_harness import (MCSB_ASSIGNMENT, POLICY_STACK, only_problem, policy_config, revealed, run_stack, stack_config,
-                           with_setting)
+from stack_harness import MCSB_ASSIGNMENT, POLICY_STACK, only_problem, policy_config, run_stack, stack_config, with_setting
 
 POLICY = f"{PROJECT}:policy"
 TOMORROW = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
@@ -123,16 +122,10 @@ def test_the_security_page_lists_every_kept_finding_with_its_reason():
 
 def test_the_security_page_marks_every_mcsb_policy_as_the_evaluation_finds_it():
     from infra import azure_policy as ap
-    from test_azure_policy import FETCH_HINT, REFERENCE
+    from test_azure_policy import arm_resources, load_reference
 
-    if not REFERENCE.is_dir():
-        pytest.skip(FETCH_HINT)
-    catalog = ap.load(REFERENCE)
-    findings = {}
-    for stack in ("dev", "prod"):
-        run = run_stack(stack)
-        resources = [r for r in (ap.arm_resource(r.type, r.id, revealed(r.inputs)) for r in run.resources) if r is not None]
-        findings[stack] = ap.evaluate(catalog, resources)
+    catalog = load_reference()
+    findings = {stack: ap.evaluate(catalog, arm_resources(run_stack(stack))) for stack in ("dev", "prod")}
     rows = mcsb_rows(catalog, findings)
     assert not [row for row in rows if "NOT MET" in row]
     text = SECURITY_PAGE.read_text()

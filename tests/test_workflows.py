@@ -159,9 +159,11 @@ NEEDS = (
     # prod's comparison runs jobs/src/evaluate.py here, which loads the models (LightGBM, Keras on JAX, scikit-learn)
     (re.compile(r"-m jobs promote --to-outputs\b"), {"stage", "local"}),
     (re.compile(r"-m infra\.e2e\b"), {"infra", "stage"}),
-    (re.compile(r"\bmake (test|docs)\b"), {"infra", "stage", "local", "dev"}),
 )
 GROUPS = ("infra", "stage", "local", "dev")
+# the Makefile's targets that install every group (setup) before they run the tests or build the docs
+MAKE_SETUP = re.compile(r"\bmake (test|docs)\b")
+NEEDS += ((MAKE_SETUP, set(GROUPS)),)
 
 
 def synced_groups(command: str) -> set[str]:
@@ -183,9 +185,9 @@ def job_groups(job) -> tuple[set[str], set[str]]:
         for command in commands:
             if command.startswith("uv sync"):
                 installed |= synced_groups(command)
+            if MAKE_SETUP.search(command):
+                installed |= set(GROUPS)  # the Makefile's setup: every group
             needed |= set().union(*(groups for pattern, groups in NEEDS if pattern.search(command)))
-    if any(command for step in job.get("steps", []) for command in [step.get("run", "")] if "make test" in command):
-        installed |= set(GROUPS)  # the Makefile's setup: every group
     return installed, needed
 
 
