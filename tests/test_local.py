@@ -26,8 +26,8 @@ from tests.housing_sample import housing_frame
 
 WORKLOADS = {workload.name: workload for workload in load_workloads()}
 HOUSING, BANK = WORKLOADS["housing"], WORKLOADS["bank-marketing"]
-# seconds of FLAML search per AutoML job: enough for a few trials on a few hundred rows
-AUTOML_MINUTES = 0.1
+# minutes of FLAML search per AutoML job (3 s): enough for a few trials on a few hundred rows
+AUTOML_MINUTES = 0.05
 
 
 @pytest.fixture(scope="module")
