@@ -17,10 +17,11 @@ import yaml
 from azure.ai.ml import load_environment, load_job, load_online_deployment, load_online_endpoint
 from azure.ai.ml.entities import Command
 from azure.ai.ml.sweep import SweepJob
+from azure.ai.ml._utils._asset_utils import get_ignore_file
 from azure.ai.ml.entities._job.automl.automl_job import AutoMLJob
 
 from infra.constraints import deployment_fits_instance_type
-from jobs.flow import SPECS_DIR
+from jobs.flow import SOURCE_DIR, SPECS_DIR
 from jobs.local.specs import render, sample
 from jobs.workloads import WORKLOADS_DIR, load_workloads
 
@@ -75,6 +76,18 @@ def test_every_spec_in_a_workload_folder_is_one_of_its_candidates():
     """A spec left in a folder but not listed would silently never run."""
     candidates = {job.spec for workload in WORKLOADS.values() for job in workload.jobs}
     assert candidates == set(JOB_SPECS)
+
+
+def test_the_code_snapshot_leaves_out_what_local_runs_leave_in_the_code_folder():
+    """Every spec's `code` is jobs/src, and Python writes its bytecode there (the Makefile keeps it): azure-ai-ml's own
+    ignore-file lookup, the one it applies when it uploads a job's or a deployment's code, leaves it out."""
+    codes = {(path.parent / read(path)["code"]).resolve() for path in JOB_SPECS if "code" in read(path)}
+    assert codes == {SOURCE_DIR}
+    ignored = get_ignore_file(SOURCE_DIR)
+    assert ignored.path == SOURCE_DIR / ".amlignore"
+    kept = [SOURCE_DIR / "score.py", SOURCE_DIR / "train.py"]
+    left_out = [SOURCE_DIR / "__pycache__" / "score.cpython-311.pyc", SOURCE_DIR / "mlruns" / "0" / "meta.yaml"]
+    assert [ignored.is_file_excluded(path) for path in kept + left_out] == [False, False, True, True]
 
 
 @pytest.mark.parametrize("path", JOB_SPECS, ids=ids)
