@@ -33,7 +33,8 @@ AUTOML_MINUTES = 0.05
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
-    housing_frame(300).to_csv(folder / HOUSING.data.file, index=False)
+    # 400 rows: enough validation rows for train.py's early stopping (MIN_VALIDATION_ROWS), not 3,000 trees
+    housing_frame(400).to_csv(folder / HOUSING.data.file, index=False)
     bank_frame(400).to_csv(folder / BANK.data.file, index=False, sep=";")
     return folder
 
@@ -219,7 +220,7 @@ def third_workload(root, data_dir) -> None:
         display_name: penguins-lightgbm
         experiment_name: penguins
         code: {SOURCE_DIR}
-        command: python train.py --data ${{{{inputs.data}}}} --target species --task classification --output ${{{{outputs.results}}}}
+        command: python train.py --data ${{{{inputs.data}}}} --target species --task classification --n-estimators 200 --output ${{{{outputs.results}}}}
         inputs:
           data: {{type: uri_file, path: azureml:penguins@latest}}
         outputs:

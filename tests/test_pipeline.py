@@ -292,7 +292,8 @@ def test_evaluate_counts_a_registered_version_it_cannot_load_by_the_metric_it_wa
         import automl_only
 
         saved = tmp_path / "registered"
-        mlflow.sklearn.save_model(automl_only.Opaque(), saved, serialization_format="cloudpickle")
+        # its requirements given: MLflow would otherwise infer them by loading the model in a process of its own
+        mlflow.sklearn.save_model(automl_only.Opaque(), saved, serialization_format="cloudpickle", pip_requirements=[])
         (tmp_path / "automl_only.py").unlink()
         del sys.modules["automl_only"]
         client = mlflow.MlflowClient()

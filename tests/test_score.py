@@ -204,8 +204,10 @@ def pickled_root(tmp_path_factory) -> Path:
     encode = ColumnTransformer([("categories", OneHotEncoder(handle_unknown="ignore"), categorical)], remainder="passthrough")
     pipeline = make_pipeline(encode, DecisionTreeClassifier(max_depth=5, random_state=0)).fit(features, target)
     root = tmp_path_factory.mktemp("pickled")
+    # its requirements given: MLflow would otherwise infer them by loading the model in a process of its own
     mlflow.sklearn.save_model(pipeline, root / "automl-classifier" / "1" / "model", serialization_format="cloudpickle",
-                              signature=infer_signature(features, pipeline.predict(features)), input_example=features.head(2))  # fmt: skip
+                              signature=infer_signature(features, pipeline.predict(features)), input_example=features.head(2),
+                              pip_requirements=["scikit-learn"])  # fmt: skip
     return root
 
 

@@ -459,6 +459,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     n_classes = check_target(frame, args.target, args.task)
     flaml_metric(args.primary_metric, args.task, n_classes)  # a metric for two classes only, say
 
+    tabular.import_skops_without_torch()  # the model is saved with skops: imported before MLflow, as it says
     import mlflow
 
     x_train, x_test, y_train, y_test = tabular.split(frame, args.target, args.task)

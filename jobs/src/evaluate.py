@@ -17,11 +17,13 @@ import shutil
 import sys
 from pathlib import Path
 
-import mlflow.pyfunc
-import mlflow.sklearn
-import numpy as np
-
 import tabular
+
+tabular.import_skops_without_torch()  # the models are skops files: imported before MLflow, as it says
+
+import mlflow.pyfunc  # noqa: E402
+import mlflow.sklearn  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,7 +56,6 @@ def model_folder(folder: Path) -> Path:
 def held_out_metrics(model_uri: str, task: str, x_test, y_test) -> dict[str, float]:
     """The model's metrics on the held-out rows, as the training scripts compute them."""
     if task == "classification":
-        tabular.import_skops_without_torch()
         model = mlflow.sklearn.load_model(model_uri)  # the classifiers here are scikit-learn pipelines
         return tabular.classification_metrics(y_test, model.predict_proba(x_test), list(model.classes_))
     predictions = np.asarray(mlflow.pyfunc.load_model(model_uri).predict(x_test)).ravel()

@@ -56,6 +56,8 @@ class Schema:
     """The request columns from the model's signature, with precomputed checks for the hot path."""
 
     def __init__(self, model_folder: Path):
+        if _skops_serialized(model_folder):
+            _import_skops_without_torch()  # before MLflow: its docstring says why
         from mlflow.models import Model
 
         metadata = Model.load(str(model_folder))
@@ -348,7 +350,7 @@ class Scorer:
         flavors = Model.load(str(model_folder)).flavors
         if "sklearn" in flavors:
             # the training scripts save with skops; a pickled model (an Azure AutoML one) needs no skops
-            if flavors["sklearn"].get("serialization_format") == "skops":
+            if _skops_serialized(model_folder):
                 _import_skops_without_torch()
             self.model = mlflow.sklearn.load_model(str(model_folder))
         else:
@@ -684,12 +686,22 @@ def _flush_at_exit() -> None:
     flusher.join(FLUSH_AT_EXIT_S)
 
 
+def _skops_serialized(model_folder: Path) -> bool:
+    """Whether the MLflow model is a scikit-learn one saved with skops (MLmodel: flavors.sklearn), read without
+    importing MLflow."""
+    import yaml
+
+    flavors = yaml.safe_load((Path(model_folder) / "MLmodel").read_text()).get("flavors") or {}
+    return (flavors.get("sklearn") or {}).get("serialization_format") == "skops"
+
+
 def _import_skops_without_torch() -> None:
     """Import skops.io (which loads the training scripts' scikit-learn models) without PyTorch, where nothing
     has imported it yet: skops lists scikit-learn's estimators, a walk over its modules that imports its
     array-API shim for PyTorch and so PyTorch itself, seconds and 180 MB in each scoring process, for models
     that hold none. The walk skips a module that fails to import. tabular.import_skops_without_torch does the
-    same for the training scripts; it cannot be shared: each model carries tabular.py alone in its code_paths."""
+    same for the training scripts; it cannot be shared: each model carries tabular.py alone in its code_paths.
+    Called before MLflow is imported: skops' import looks up each of SciPy's ufuncs in every loaded module."""
     if "torch" in sys.modules or "skops.io" in sys.modules:
         return
     importlib.import_module("sklearn.utils")  # first: SciPy's stats fail to import while torch is None

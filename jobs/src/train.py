@@ -24,13 +24,15 @@ from pathlib import Path
 # (bank marketing here: 2 min 12 s with spinning threads on a busy 2-core machine, 19 s without)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import tabular  # noqa: E402
+
+tabular.import_skops_without_torch()  # the model is saved with skops: imported before MLflow, as it says
+
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 from lightgbm import LGBMClassifier, LGBMRegressor  # noqa: E402
 from sklearn.compose import TransformedTargetRegressor  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
-
-import tabular  # noqa: E402
 
 # the types inside the saved Pipeline; skops refuses to load any other, so a tampered file cannot run code
 TRUSTED_TYPES = [
