@@ -269,6 +269,7 @@ def lighter_bank(tmp_path_factory):
     document = yaml.safe_load(pipeline.read_text())
     document["jobs"] = {step: document["jobs"][step] for step in ("monitor", "lightgbm")}
     document["jobs"]["lightgbm"]["inputs"]["data"] = "${{parent.inputs.data}}"
+    document["jobs"]["lightgbm"]["inputs"]["n_estimators"] = 100  # early stopping picks among 100 trees, not 3,000
     document["outputs"] = {}
     pipeline.write_text(yaml.safe_dump(document, sort_keys=False))
     for spec in ("retrain.yml", "monitor.yml"):  # component paths are relative to the workload's folder
