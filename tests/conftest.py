@@ -9,7 +9,7 @@ import sys
 # suite runs a worker per core (pytest.ini), each starting training jobs and servers, and threads that wait spinning
 # for a core another process holds cost CPU time for nothing (the suite, measured: 351 s of CPU instead of 394 s,
 # 188 s instead of 210 s). Inherited by every process the suite starts; a value already set is kept.
-for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(variable, "1")
 
 import pytest  # noqa: E402
