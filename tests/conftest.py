@@ -14,18 +14,20 @@ for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import pytest  # noqa: E402
 
-from jobs.flow import SOURCE_DIR  # noqa: E402
 
-# skops before the rest: the workers train and load models in-process, and skops' import looks up each of SciPy's
-# ufuncs in every loaded module (jobs/src/tabular.py), thousands once Pulumi and azure-ai-ml are loaded
-sys.path.insert(0, str(SOURCE_DIR))  # as the test modules that run the job scripts in-process do
-import tabular  # noqa: E402
+def pytest_configure(config):
+    """skops before the test modules: the workers train and load models in-process, and skops' import looks up each
+    of SciPy's ufuncs in every loaded module (jobs/src/tabular.py), thousands once Pulumi and azure-ai-ml are loaded.
+    Not in pytest-xdist's controller, which runs no test: what this file imports there delays every worker's start
+    (so the fixtures below import what they need themselves)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    from jobs.flow import SOURCE_DIR
 
-tabular.import_skops_without_torch()
+    sys.path.insert(0, str(SOURCE_DIR))  # as the test modules that run the job scripts in-process do
+    import tabular
 
-from jobs.azure import assets as azure_assets  # noqa: E402
-from tests.bank_sample import bank_frame  # noqa: E402
-from tests.housing_sample import housing_frame  # noqa: E402
+    tabular.import_skops_without_torch()
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +50,10 @@ def azure_downloads(tmp_path, monkeypatch):
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """Small generated versions of the catalog's files (the real ones are not needed here)."""
-    monkeypatch.setattr(azure_assets, "WORK_DIR", tmp_path / "work")
+    from tests.bank_sample import bank_frame
+    from tests.housing_sample import housing_frame
+
+    monkeypatch.setattr("jobs.azure.assets.WORK_DIR", tmp_path / "work")
     folder = tmp_path / "data"
     folder.mkdir()
     housing_frame(60).to_csv(folder / "housing.csv", index=False)
