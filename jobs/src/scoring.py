@@ -350,7 +350,7 @@ class Scorer:
         flavors = Model.load(str(model_folder)).flavors
         if "sklearn" in flavors:
             # the training scripts save with skops; a pickled model (an Azure AutoML one) needs no skops
-            if _skops_serialized(model_folder):
+            if flavors["sklearn"].get("serialization_format") == "skops":
                 _import_skops_without_torch()
             self.model = mlflow.sklearn.load_model(str(model_folder))
         else:
