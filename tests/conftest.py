@@ -64,8 +64,9 @@ def data_dir(tmp_path, monkeypatch):
 # The files that take longest (each trains, serves or runs whole pipelines), started first: pytest-xdist gives each
 # worker whole files (--dist loadfile, in the order collected: --no-loadscope-reorder, pytest.ini), so starting the
 # longest first keeps one worker from being left with a long file at the end while the other has finished.
-SLOWEST_FIRST = ("test_local.py", "test_drift_loop.py", "test_promotion.py", "test_collect.py", "test_score.py", "test_automl.py",
-                 "test_train.py", "test_pipeline.py", "test_azure_cli.py", "test_batch.py")  # fmt: skip
+SLOWEST_FIRST = ("test_drift_loop.py", "test_local.py", "test_promotion.py", "test_train.py", "test_azure_cli.py",
+                 "test_pipeline.py", "test_collect.py", "test_azure_stage.py", "test_automl.py", "test_batch.py",
+                 "test_score.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 from jobs.flow import SOURCE_DIR, FlowError
+from jobs.local.prefork import ForkedProcess, Prefork
 
 if TYPE_CHECKING:
     from jobs.local.collector import LocalCollector
@@ -29,6 +29,11 @@ LAUNCH_SERVER = (
     "import sys; from azureml_inference_server_http import amlserver; "
     "amlserver.DEFAULT_HOST = '127.0.0.1'; sys.argv[0] = 'azmlinfsrv'; amlserver.run()"
 )
+# what every scoring server imports, imported once by the prefork server that forks each server (skops first: its
+# import walks every loaded module); only modules that read no per-process setting when imported (jobs/local/prefork.py)
+SCORING_STACK = ("skops.io", "mlflow.models", "mlflow.sklearn", "lightgbm", "inference_schema.schema_decorators",
+                 "flask", "flask_cors", "gunicorn.app.wsgiapp", "azureml_inference_server_http.amlserver")  # fmt: skip
+PREFORK = Prefork(SCORING_STACK)
 # what azureml-ai-monitoring's client reads (AZUREML_MDC_CONFIG_PATH, _HOST, _PORT, _ENABLED, ...): the server
 # gets these from its collector only, never from the caller's own environment
 COLLECTOR_VARIABLES = "AZUREML_MDC_"
@@ -46,7 +51,7 @@ class LocalServer:
         self.model_dir, self.port, self.log_path, self.workers = model_dir, port or free_port(), log_path, workers
         self.script = Path(script).resolve()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
+        self.process: ForkedProcess | None = None
         environment = collector.environment() if hasattr(collector, "environment") else (collector or {})
         unknown = sorted(name for name in environment if not name.startswith(COLLECTOR_VARIABLES))
         if unknown:
@@ -58,12 +63,8 @@ class LocalServer:
         inherited = {name: value for name, value in os.environ.items() if not name.startswith(COLLECTOR_VARIABLES)}
         env = {**inherited, "WORKER_COUNT": str(self.workers), "AML_APP_ROOT": str(self.script.parent),
                **self.collector_environment}  # fmt: skip
-        command = [sys.executable, "-c", LAUNCH_SERVER, "--entry_script", str(self.script),
-                   "--model_dir", str(self.model_dir), "--port", str(self.port)]  # fmt: skip
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.script.parent, start_new_session=True
-            )
+        arguments = ["--entry_script", str(self.script), "--model_dir", str(self.model_dir), "--port", str(self.port)]
+        self.process = PREFORK.start(["-c", LAUNCH_SERVER, *arguments], self.script.parent, env, self.log_path)
         deadline = time.monotonic() + SERVER_START_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

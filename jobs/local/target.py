@@ -3,7 +3,8 @@ Azure.
 
 - Command jobs and sweep trials run as local processes from their spec's `code:` folder, with
   `${{inputs.*}}`, `${{outputs.*}}` and `${{search_space.*}}` replaced by local paths and sampled values, and
-  this interpreter as `python`.
+  this interpreter as `python`: forked from a warm interpreter (jobs/local/prefork.py) when the command is a plain
+  `python SCRIPT.py ARGS`, else under bash.
 - AutoML specs run through FLAML (jobs/src/automl.py): jobs/local/automl.py maps the spec to its command line
   and reports every setting it cannot apply; the time budget is the spec's, capped by --automl-minutes.
 - MLflow tracks everything in a local SQLite store (`<work dir>/mlflow.db`): each job or trial gets a run
@@ -39,11 +40,20 @@ import yaml
 from jobs.batch import BatchSummary, input_files
 from jobs.flow import COLLECTOR_ROOT, SOURCE_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, model_folder
 from jobs.local.collector import Collection, LocalCollector
+from jobs.local.prefork import Prefork
 from jobs.local.server import LocalServer, invoke, tail
 from jobs.local.specs import Bandit, render, sample
 from jobs.workloads import CatalogEntry, Workload, catalog, locate_data
 
 POLL_SECONDS = 0.5
+# what the job scripts (jobs/src) import, imported once by a prefork server per thread share (jobs/local/prefork.py:
+# only modules that read no per-process setting when imported, so not Keras, which reads KERAS_BACKEND); skops first
+JOB_STACK = ("skops.io", "mlflow.sklearn", "mlflow.store.tracking.sqlalchemy_store", "lightgbm", "flaml",
+             "matplotlib.pyplot")  # fmt: skip
+_JOB_PREFORKS: dict[str, Prefork] = {}
+_JOB_PREFORKS_LOCK = threading.Lock()
+# `python SCRIPT ARGS` with nothing for a shell to expand, redirect or chain: what a prefork server runs; the rest, bash
+SHELL_SYNTAX = frozenset("$`*?[]{}~#!;&|<>()\\'\"\n")
 # the most minutes one AutoML job gets here (its spec's limit is for Azure's clusters): what keeps
 # `make local`, both workloads and every candidate, within about 4 minutes on a 2-core machine
 AUTOML_MINUTES = 0.75
@@ -53,6 +63,24 @@ STORE_TEMPLATES = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache
 # an AutoML job's data inputs, and the suffixes of the MLTable assets the Azure target registers per workload
 AUTOML_DATA = ("training_data", "validation_data", "test_data")
 MLTABLE_SUFFIXES = ("-test-mltable", "-mltable")
+
+
+def python_script(command: str) -> list[str] | None:
+    """[SCRIPT, *ARGS] of a `python SCRIPT.py ARGS` command with nothing for a shell to expand, quote, redirect or
+    chain (SHELL_SYNTAX), else None."""
+    words = command.split()
+    if SHELL_SYNTAX.isdisjoint(command) and len(words) > 1 and words[0] == "python" and words[1].endswith(".py"):
+        return words[1:]
+    return None
+
+
+def _job_prefork(threads: str) -> Prefork:
+    """The prefork server for jobs that get `threads` OpenMP threads: its libraries size their pools when it imports
+    them, from its environment, as a fresh job's would from the job's."""
+    with _JOB_PREFORKS_LOCK:
+        if threads not in _JOB_PREFORKS:
+            _JOB_PREFORKS[threads] = Prefork(JOB_STACK, {"OMP_NUM_THREADS": threads})
+        return _JOB_PREFORKS[threads]
 
 
 def load_spec(job: Job) -> dict:
@@ -373,10 +401,14 @@ class LocalTarget:
             "PYTHONUNBUFFERED": "1",
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or self.threads,
         }
-        with self.slots, log_path.open("w") as log:
-            process = subprocess.Popen(
-                ["/bin/bash", "-c", command], cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        with self.slots:
+            script = python_script(command)
+            if script:  # forked from a warm interpreter: the stack's imports are done
+                process = _job_prefork(env["OMP_NUM_THREADS"]).start(script, code, env, log_path)
+            else:
+                with log_path.open("w") as log:
+                    process = subprocess.Popen(["/bin/bash", "-c", command], cwd=code, env=env, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
             while True:
                 try:  # back as soon as the process ends; the early-termination check every POLL_SECONDS meanwhile
                     process.wait(timeout=POLL_SECONDS)
