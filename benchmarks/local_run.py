@@ -1,6 +1,7 @@
 """The whole local flow (`python -m jobs run --local`), timed and its memory watched: wall time, and the peak
-of the resident memory of its whole process tree (the flow, its training processes, the scoring servers)
-summed at each sample, beside the largest single process.
+of the memory of its whole process tree (the flow, the prefork servers, its training processes, the scoring servers)
+summed at each sample, beside the largest single process. Memory is each process's proportional set size (PSS):
+processes forked from a prefork server share its libraries' pages, which their resident sizes would each count whole.
 
     .venv/bin/python benchmarks/local_run.py [--data-dir ../shared/data] [-- more options of `run --local`]
 
@@ -11,6 +12,7 @@ the 2-core machine, under 1.5 GB.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,14 +26,19 @@ SAMPLE_SECONDS = 0.2
 GOAL_SECONDS, GOAL_BYTES = 4 * 60, 1.5e9
 
 
-def tree_rss(process: psutil.Process) -> dict[str, int]:
-    """Resident bytes of the process and each descendant, by a short form of its command line."""
+def tree_pss(process: psutil.Process) -> dict[str, int]:
+    """Proportional set size of the process and each descendant (a shared page counts its share in each process
+    that maps it), by a short form of its command line; a process a prefork server forked (its command line is the
+    server's) by the log its output goes to, which names its job or server."""
     sizes = {}
     for member in [process, *process.children(recursive=True)]:
         try:
             words = [Path(word).name if "/" in word else word for word in member.cmdline()[:6]]
-            sizes[f"{member.pid} {' '.join(words)}"[:90]] = member.memory_info().rss
-        except psutil.Error:  # gone meanwhile
+            log = Path(os.readlink(f"/proc/{member.pid}/fd/1"))
+            if "prefork.py" in words and log.is_absolute():  # the server's own output is a pipe
+                words = ["forked, log", str(log.relative_to(log.parents[min(3, len(log.parents) - 1)]))]
+            sizes[f"{member.pid} {' '.join(words)}"[:90]] = member.memory_full_info().pss
+        except (psutil.Error, OSError):  # gone meanwhile
             pass
     return sizes
 
@@ -52,7 +59,7 @@ def main() -> None:
             peak_sum = peak_one = 0
             at_peak: dict[str, int] = {}
             while process.poll() is None:
-                sizes = tree_rss(process)
+                sizes = tree_pss(process)
                 if sum(sizes.values()) > peak_sum:
                     peak_sum, at_peak = sum(sizes.values()), sizes
                 peak_one = max(peak_one, *sizes.values(), 0)

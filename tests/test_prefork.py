@@ -16,8 +16,11 @@ import pytest
 from jobs.local.prefork import Prefork
 from jobs.local.target import python_script
 
+# the fork-specific tests need Linux (FORKS), and read /proc
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the prefork server forks on Linux only (FORKS)")
+
 # a module the forked processes find imported, and one that is not installed: the server starts without it
-PRELOADED = "decimal"
+PRELOADED = "numpy.random"
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +35,14 @@ def run(prefork, argv, folder: Path, env: dict | None = None) -> tuple[int, str]
 
 
 REPORT = """
-import json, os, sys, threading
+import json, os, random, sys, threading
+preloaded = "numpy.random" in sys.modules  # before this command imports it
+import numpy
 print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path0": sys.path[0],
                   "main": __name__, "main_module": sys.modules["__main__"].__dict__ is globals(),
-                  "preloaded": "decimal" in sys.modules, "project": [m for m in sys.modules if m.split(".")[0] == "jobs"],
+                  "preloaded": preloaded, "project": [m for m in sys.modules if m.split(".")[0] == "jobs"],
                   "own_session": os.getsid(0) == os.getpid(), "stdin": sys.stdin.read(),
-                  "gc": __import__("gc").isenabled()}))
+                  "gc": __import__("gc").isenabled(), "draws": [random.random(), float(numpy.random.random())]}))
 """
 
 
@@ -51,6 +56,9 @@ def test_a_command_gets_its_arguments_folder_environment_and_session_and_only_th
     assert seen["main"] == "__main__" and seen["main_module"]
     assert seen["preloaded"] and seen["project"] == []  # the prefork server imports none of the project
     assert seen["own_session"] and seen["stdin"] == "" and seen["gc"]
+    # seeded from the OS in each process, as fresh ones are: not the same draws in every forked process
+    again = json.loads(run(prefork, ["-c", REPORT], tmp_path)[1])["draws"]
+    assert again[0] != seen["draws"][0] and again[1] != seen["draws"][1]  # Python's random, NumPy's global generator
 
 
 def test_a_script_finds_its_folder_first_and_exits_with_its_status(prefork, tmp_path):
@@ -92,10 +100,11 @@ def test_a_process_ended_by_a_signal_reports_it_and_an_unbuffered_one_writes_thr
         time.sleep(0.05)
     assert log.read_text() == "started\n"  # written before the process ends
     with pytest.raises(subprocess.TimeoutExpired):
-        process.wait(timeout=0.1)
+        process.wait(timeout=0.3)
     assert process.poll() is None
     os.killpg(process.pid, signal.SIGTERM)  # its own session: the group is its pid
     assert process.wait(timeout=30) == -signal.SIGTERM
+    assert process.wait(timeout=0) == -signal.SIGTERM  # ended: no wait, as Popen's
 
 
 def test_a_folder_that_is_not_there_fails_the_process_not_the_server(prefork, tmp_path):
@@ -120,6 +129,13 @@ def test_a_folder_that_is_not_there_fails_the_process_not_the_server(prefork, tm
 )
 def test_only_commands_no_shell_needs_to_read_are_forked(command, expected):
     assert python_script(command) == expected
+
+
+def test_where_forking_is_not_safe_each_start_is_a_fresh_interpreter(tmp_path, monkeypatch):
+    monkeypatch.setattr("jobs.local.prefork.FORKS", False)
+    fresh = Prefork([PRELOADED])
+    code, log = run(fresh, ["-c", "import sys; print('numpy.random' in sys.modules, sys.argv); sys.exit(4)", "x"], tmp_path)
+    assert (code, log) == (4, "False ['-c', 'x']\n")
 
 
 def test_the_prefork_server_ends_with_its_caller(tmp_path):

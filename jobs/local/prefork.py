@@ -10,8 +10,8 @@ working folder, environment, `sys.argv`, `sys.path[0]` and `__main__`, stdin fro
 log, and it exits as Python exits (non-daemon threads joined, atexit handlers run, the status of SystemExit, or 1
 after a traceback), less the modules' teardown. What it shares is the modules already imported, copy-on-write, and
 what they read when imported: the prefork server's environment, the caller's with the `environment` given (so thread
-pools are sized as a fresh process's would be). So only modules that read no per-process setting when imported belong
-in a preload list.
+pools are sized as a fresh process's would be), and the interpreter's string hash seed. So only modules that read no
+per-process setting when imported belong in a preload list.
 
 Run as a script, this file is the prefork server. It imports nothing of the project, so a forked process imports the
 project's code from its own folder, as a fresh one does.
@@ -32,10 +32,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import types
 from pathlib import Path
 from typing import Mapping, Sequence
+
+WAIT_SLICE_SECONDS = 0.25
+# where a fork after these imports is safe: on macOS, system frameworks the libraries load may not survive a fork
+# without exec (Python's multiprocessing spawns there by default since 3.8), so each start is a fresh interpreter
+FORKS = sys.platform == "linux"
 
 # -- the caller's side --------------------------------------------------------------------------------
 
@@ -51,8 +57,14 @@ class ForkedProcess:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        with self.prefork.changed:
-            ended = self.prefork.changed.wait_for(lambda: self.returncode is not None or self.prefork.gone, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # in short waits: a signal that another thread receives (Ctrl-C) never interrupts a lock's wait
+            left = WAIT_SLICE_SECONDS if deadline is None else max(0.0, min(WAIT_SLICE_SECONDS, deadline - time.monotonic()))
+            with self.prefork.changed:
+                ended = self.prefork.changed.wait_for(lambda: self.returncode is not None or self.prefork.gone, left)
+            if ended or (deadline is not None and time.monotonic() >= deadline):
+                break
         if not ended:
             raise subprocess.TimeoutExpired(self.args, timeout)
         if self.returncode is None:
@@ -75,9 +87,15 @@ class Prefork:
         self._children: dict[int, ForkedProcess] = {}
         self._exited: dict[int, int] = {}
 
-    def start(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path) -> ForkedProcess:
+    def start(
+        self, argv: Sequence[str], cwd: Path, env: Mapping[str, str], log_path: Path
+    ) -> ForkedProcess | subprocess.Popen:
         """`python *argv` (`-c CODE ARGS` or `SCRIPT ARGS`) in `cwd` with exactly `env`, stdout and stderr to
-        `log_path` (emptied first)."""
+        `log_path` (emptied first). A fresh interpreter where forking is not safe (FORKS)."""
+        if not FORKS:
+            with Path(log_path).open("w") as log:
+                return subprocess.Popen([sys.executable, *argv], cwd=cwd, env=dict(env), stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         Path(log_path).write_bytes(b"")  # there when this returns, as a log opened for Popen is
         request = {"argv": list(argv), "cwd": str(cwd), "env": dict(env), "log": str(log_path)}
         with self._lock:
@@ -197,6 +215,8 @@ def _become(request: dict, server_fds: tuple[int, int]) -> None:
     os.environ.update(request["env"])
     _standard_streams(bool(request["env"].get("PYTHONUNBUFFERED")))
     gc.enable()
+    if "numpy.random" in sys.modules:  # seeded from the OS in each fresh process (Python's `random` reseeds after fork)
+        sys.modules["numpy.random"].seed()
     first, *args = request["argv"]
     try:
         if first == "-c":

@@ -51,7 +51,7 @@ class LocalServer:
         self.model_dir, self.port, self.log_path, self.workers = model_dir, port or free_port(), log_path, workers
         self.script = Path(script).resolve()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: ForkedProcess | None = None
+        self.process: ForkedProcess | subprocess.Popen | None = None
         environment = collector.environment() if hasattr(collector, "environment") else (collector or {})
         unknown = sorted(name for name in environment if not name.startswith(COLLECTOR_VARIABLES))
         if unknown:
