@@ -218,6 +218,7 @@ def _become(request: dict, server_fds: tuple[int, int]) -> None:
     if "numpy.random" in sys.modules:  # seeded from the OS in each fresh process (Python's `random` reseeds after fork)
         sys.modules["numpy.random"].seed()
     first, *args = request["argv"]
+    script = os.path.abspath(first)  # before the command can change its folder
     try:
         if first == "-c":
             code, *args = args
@@ -227,7 +228,6 @@ def _become(request: dict, server_fds: tuple[int, int]) -> None:
             sys.modules["__main__"] = main
             exec(compile(code, "<string>", "exec"), main.__dict__)
         else:
-            script = os.path.abspath(first)
             sys.argv, sys.path[0] = [first, *args], os.path.dirname(script)  # `python SCRIPT`: its folder first
             runpy.run_path(script, run_name="__main__")
         status = 0
@@ -235,7 +235,7 @@ def _become(request: dict, server_fds: tuple[int, int]) -> None:
         status = _exit_status(stop.code)
     except BaseException as error:  # noqa: BLE001  (what the interpreter prints, from the command's own frames on)
         trace = error.__traceback__
-        while trace is not None and trace.tb_frame.f_code.co_filename not in ("<string>", os.path.abspath(first)):
+        while trace is not None and trace.tb_frame.f_code.co_filename not in ("<string>", script):
             trace = trace.tb_next
         traceback.print_exception(type(error), error, trace or error.__traceback__)
         status = 1
