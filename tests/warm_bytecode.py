@@ -2,8 +2,9 @@
 
     .venv/bin/python tests/warm_bytecode.py
 
-`.ci/run` runs it on a fresh clone, beside the collection of the suite (which imports what the test modules import) and
-the infra preview: otherwise both test workers, and the prefork servers they start, compile the same modules at once.
+`.ci/run` runs it on a fresh clone after the infra preview and the docs, while the suite's collection (which imports
+what the test modules import) goes on: otherwise both test workers, and the prefork servers they start, compile the
+same modules at once.
 What it imports: the prefork servers' preload lists (jobs/local/server.py, jobs/local/target.py) and every job script of
 jobs/src (Keras and its backend with train_mlp.py), but not score.py and batch_score.py, which load a model when imported.
 """
