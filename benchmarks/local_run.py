@@ -34,13 +34,22 @@ def tree_pss(process: psutil.Process) -> dict[str, int]:
     for member in [process, *process.children(recursive=True)]:
         try:
             words = [Path(word).name if "/" in word else word for word in member.cmdline()[:6]]
-            log = Path(os.readlink(f"/proc/{member.pid}/fd/1"))
-            if "prefork.py" in words and log.is_absolute():  # the server's own output is a pipe
-                words = ["forked, log", str(log.relative_to(log.parents[min(3, len(log.parents) - 1)]))]
+            if "prefork.py" in words:
+                words = forked_label(member.pid) or words
             sizes[f"{member.pid} {' '.join(words)}"[:90]] = member.memory_full_info().pss
-        except (psutil.Error, OSError):  # gone meanwhile
+        except psutil.Error:  # gone meanwhile
             pass
     return sizes
+
+
+def forked_label(pid: int) -> list[str] | None:
+    """A forked process's label: the end of the log its output goes to (None for the prefork server itself, whose
+    output is a pipe, or a process gone meanwhile)."""
+    try:
+        log = Path(os.readlink(f"/proc/{pid}/fd/1"))
+    except OSError:
+        return None
+    return ["forked, log", str(log.relative_to(log.parents[min(3, len(log.parents) - 1)]))] if log.is_absolute() else None
 
 
 def main() -> None:
