@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,35 @@ def test_a_gated_step_runs_its_command_only_when_the_decision_says_train(tmp_pat
     assert finished.returncode == 0 and marker.exists() is runs
     if not runs:
         assert finished.stdout.strip() == "skipped: every signal passed"
+
+
+def test_a_step_that_is_this_pythons_script_runs_in_the_gates_process_as_that_python_would(tmp_path):
+    """The local target forks steps from a warm interpreter: `python SCRIPT.py` runs in the gate's process (so what
+    it imported stays imported), with the argv, sys.path[0], __main__ and exit status of `python SCRIPT.py`."""
+    step = tmp_path / "step"
+    step.mkdir()
+    (step / "job.py").write_text(
+        "import json, sys\n"
+        "json.dump({'argv': sys.argv, 'path0': sys.path[0], 'name': __name__, 'orig': sys.orig_argv},"
+        " open(sys.argv[2], 'w'))\n"
+        "sys.exit(int(sys.argv[1]))\n")  # fmt: skip
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    python = Path(sys.executable).name
+    for code in (0, 3):
+        seen = tmp_path / f"seen-{code}.json"
+        finished = subprocess.run([sys.executable, str(SOURCE_DIR / "gate.py"), "run", "--", python, "job.py", str(code),
+                                   str(seen)], cwd=step, env=environment)  # fmt: skip
+        ran = json.loads(seen.read_text())
+        assert finished.returncode == code
+        assert (ran["argv"], ran["path0"], ran["name"]) == (["job.py", str(code), str(seen)], str(step), "__main__")
+        assert ran["orig"][1:3] == [str(SOURCE_DIR / "gate.py"), "run"]  # the gate's interpreter, not a new one
+    # the monitor of `decide` too; a traceback is the exit status 1 an interpreter gives it
+    (step / "monitor.py").write_text("raise RuntimeError('unreadable input')\n")
+    failed = subprocess.run([sys.executable, str(SOURCE_DIR / "gate.py"), "decide", "--signals", str(tmp_path / "s"),
+                             "--decision", str(tmp_path / "d"), "--", python, "monitor.py"],
+                            cwd=step, env=environment, capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode == 2 and "RuntimeError: unreadable input" in failed.stderr
+    assert "the monitor exited 1 but its" in failed.stderr
 
 
 # -- Azure: the collector's data assets, the monitors, the rule ----------------------------------------------

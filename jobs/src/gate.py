@@ -14,6 +14,12 @@ its own) fails the step when any signal failed, after the decision is written, s
 notifies. `run` executes its command unless the decision says skip; without --decision (a pipeline with no gate
 binds none) it always does.
 
+A command that is `python SCRIPT.py ARGS` with the interpreter running the gate runs in this process, as that
+interpreter would run it (its sys.argv, sys.path[0] and __main__; its exit status, or 1 after a traceback): what
+the gate's process has imported stays imported. The local target forks each step from an interpreter with the job
+scripts' libraries imported (jobs/local/prefork.py); a new interpreter would import them again, about 4 s a step.
+Any other command runs as its own process.
+
 Azure ML pipelines have no generally available way to skip a step on a previous step's output (control flow
 `if_else` needs AZURE_ML_CLI_PRIVATE_FEATURES_ENABLED: azure-ai-ml's pipeline_component.py "private node types"),
 so the steps skip themselves; each still starts on its compute, for seconds.
@@ -24,8 +30,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
+import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 DECISION_FILE = "decision.json"
@@ -44,6 +53,41 @@ def _command(argv: list[str]) -> tuple[list[str], list[str]]:
     if not argv[split + 1 :]:
         sys.exit("gate.py: the command after `--` is empty")
     return argv[:split], argv[split + 1 :]
+
+
+def _script_of_this_python(command: list[str]) -> str | None:
+    """SCRIPT of a `python SCRIPT.py ...` command whose python is this interpreter (the same path: a symlink to the
+    same binary may be another environment), else None."""
+    program = shutil.which(command[0])
+    same = program is not None and os.path.abspath(program) == os.path.abspath(sys.executable)
+    return command[1] if same and len(command) > 1 and command[1].endswith(".py") else None
+
+
+def _run_script(script: str, args: list[str]) -> int:
+    """Run `script` as this interpreter's __main__ with `args`; its exit status, as `python script ARGS` would end."""
+    saved_argv, saved_path0 = sys.argv, sys.path[0]
+    sys.argv, sys.path[0] = [script, *args], os.path.dirname(os.path.abspath(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+        return 0
+    except SystemExit as ended:
+        if ended.code is None or isinstance(ended.code, int):
+            return ended.code or 0
+        print(ended.code, file=sys.stderr)
+        return 1
+    except Exception:  # noqa: BLE001 - reported as an interpreter reports it, and the step fails with 1
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.argv, sys.path[0] = saved_argv, saved_path0
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _execute(command: list[str]) -> int:
+    """The command's exit status: run in this process when it is this interpreter's script, else as a process."""
+    script = _script_of_this_python(command)
+    return _run_script(script, command[2:]) if script else subprocess.run(command).returncode
 
 
 def _boolean(text: str) -> bool:
@@ -67,7 +111,7 @@ def decide(argv: list[str]) -> int:
     parser.add_argument("--mode", choices=("gate", "alert"), default="gate",
                         help="gate: decide, and pass; alert: also fail this step when a signal failed (a monitor job)")
     args = parser.parse_args(own)
-    code = subprocess.run(command).returncode
+    code = _execute(command)
     if code not in (PASSED, FAILED):
         print(f"gate.py: the monitor could not judge the data (exit code {code}): the pipeline stops", file=sys.stderr)
         return code or 2
@@ -107,6 +151,8 @@ def run(argv: list[str]) -> int:
         if not decision.get("train"):
             print(f"skipped: {decision.get('reason', 'the gate said skip')}")
             return 0
+    if _script_of_this_python(command):
+        return _run_script(command[1], command[2:])
     sys.stdout.flush()
     os.execvp(command[0], command)  # the step's own command, its exit code the step's
 
