@@ -21,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from jobs.flow import SOURCE_DIR, FlowError, RegisteredModel, Report, answer_problem, git_commit, score_sample_in_batch, stamped
+from jobs.local.target import run_job_script
 from jobs.workloads import Workload
 
 ENVIRONMENT_FILE = "conda.yaml"  # the serving environment, as MLflow saved it with the model
@@ -130,7 +129,7 @@ def compare(target: Environment, candidate: Path, live: str | None, workload: Wo
     nothing serves) on the target's own held-out rows (the retraining pipelines' fair comparison); its verdict."""
     with tempfile.TemporaryDirectory(prefix=f"promote-{workload.name}-") as folder:
         work = Path(folder)
-        command = [sys.executable, str(SOURCE_DIR / "evaluate.py"), "--data", str(target.data_file(workload)),
+        command = [str(SOURCE_DIR / "evaluate.py"), "--data", str(target.data_file(workload)),
                    "--target", workload.data.target, "--task", workload.task, "--metric", workload.metric,
                    "--goal", workload.goal, "--model-name", workload.model, "--candidate", str(candidate),
                    "--best", str(work / "best"), "--verdict", str(work / "verdict")]  # fmt: skip
@@ -142,10 +141,11 @@ def compare(target: Environment, candidate: Path, live: str | None, workload: Wo
         # evaluate.py logs an MLflow run, and looks for a registered model when it is given none: a throwaway store
         # for both (mlflow.set_tracking_uri and set_registry_uri export their URIs to child processes)
         store = (work / "mlruns").as_uri()
-        environment = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true"}
-        done = subprocess.run(command, cwd=SOURCE_DIR, env=environment, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise FlowError(f"the comparison in {target.name} failed: {done.stderr.strip()[-2000:]}")
+        environment = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true",
+                       "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 1)}  # fmt: skip
+        log = work / "evaluate.log"
+        if run_job_script(command, SOURCE_DIR, environment, log) != 0:  # as a local job runs: imports done already
+            raise FlowError(f"the comparison in {target.name} failed: {log.read_text().strip()[-2000:]}")
         verdict = json.loads((work / "verdict" / "verdict.json").read_text())
     against = (f"its live version {live} {workload.metric}={verdict['registered'][workload.metric]:g}" if live is not None
                else "nothing live yet")  # fmt: skip

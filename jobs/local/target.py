@@ -35,15 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from jobs.batch import BatchSummary, input_files
 from jobs.flow import COLLECTOR_ROOT, SOURCE_DIR, Endpoint, FlowError, Job, JobResult, RegisteredModel, Report, model_folder
 from jobs.local.collector import Collection, LocalCollector
 from jobs.local.prefork import Prefork
 from jobs.local.server import LocalServer, invoke, tail
 from jobs.local.specs import Bandit, render, sample
-from jobs.workloads import CatalogEntry, Workload, catalog, locate_data
+from jobs.workloads import CatalogEntry, Workload, catalog, load_yaml, locate_data
 
 POLL_SECONDS = 0.5
 # what the job scripts (jobs/src) import, imported once by a prefork server per thread share (jobs/local/prefork.py:
@@ -83,10 +81,16 @@ def _job_prefork(threads: str) -> Prefork:
         return _JOB_PREFORKS[threads]
 
 
+def run_job_script(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> int:
+    """`python *argv` run to its end as the local target runs a job's script (forked from the jobs' prefork server for
+    env's OMP_NUM_THREADS), its output in `log_path`; its exit status."""
+    return _job_prefork(env["OMP_NUM_THREADS"]).start(argv, cwd, env, log_path).wait()
+
+
 def load_spec(job: Job) -> dict:
     if not job.spec.is_file():
         raise FlowError(f"job {job.key}: spec not found: {job.spec}")
-    return yaml.safe_load(job.spec.read_text())
+    return load_yaml(job.spec.read_text())
 
 
 @dataclass
