@@ -21,9 +21,8 @@ from http import HTTPStatus
 from typing import TextIO
 from urllib.parse import urlsplit
 
-import yaml
-
 from jobs.flow import SPECS_DIR, FlowError
+from jobs.workloads import load_yaml
 
 # a run is bounded by default: whichever of these comes first
 REQUESTS = 1000
@@ -53,7 +52,7 @@ def too_many_rows(rows: int, kind: str) -> str | None:
     """A note when `rows` exceeds the SCORE_MAX_ROWS that the `kind` online deployment's spec gives score.py,
     which answers a larger request with a 400."""
     spec = SPECS_DIR / "endpoints" / f"{kind}-deployment.yml"
-    limit = (yaml.safe_load(spec.read_text()).get("environment_variables") or {}).get("SCORE_MAX_ROWS")
+    limit = (load_yaml(spec.read_text()).get("environment_variables") or {}).get("SCORE_MAX_ROWS")
     if limit is None or rows <= int(limit):
         return None
     return (f"note: {rows:,} rows per request exceed SCORE_MAX_ROWS={limit} of the {kind} deployment ({spec}): "

@@ -30,13 +30,11 @@ import signal
 import sys
 from pathlib import Path
 
-import yaml
-
 from infra import outputs as keys
 from jobs import bench as load_test, flow
 from jobs.flow import FlowError
 from jobs.local.target import AUTOML_MINUTES
-from jobs.workloads import ONLINE_KINDS, load_workloads
+from jobs.workloads import ONLINE_KINDS, load_workloads, load_yaml
 
 AZURE_ONLY = ("deploy", "status", "schedule")
 # the commands that run here only, and what stands for them in Azure
@@ -162,7 +160,7 @@ def _fixed(text: str) -> tuple[str, object]:
     name, equals, value = text.partition("=")
     if not equals or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, yaml.safe_load(value)
+    return name, load_yaml(value)
 
 
 def make_target(args: argparse.Namespace, resources: contextlib.ExitStack):

@@ -100,7 +100,7 @@ class CatalogEntry:
 def schedule_settings(schedule: Path, environments: dict, environment: str) -> dict:
     """`enabled` (on unless the environment says off) and the cron expression for an environment (the schedule
     file's unless the environment gives one)."""
-    trigger = (yaml.safe_load(schedule.read_text()) or {}).get("trigger") or {}
+    trigger = (load_yaml(schedule.read_text()) or {}).get("trigger") or {}
     chosen = {"enabled": True, "cron": trigger.get("expression")}
     chosen.update(environments.get(environment) or {})
     return chosen
@@ -207,13 +207,23 @@ class _Problems:
             raise WorkloadError(f"{self.path}:\n  " + "\n  ".join(self.lines))
 
 
+# libyaml's parser where PyYAML was built with it (its wheels are), with safe_load's constructors: the same documents,
+# parsed in C. The flow and the suite read the workloads' specs thousands of times: about 10 CPU-s in pure Python.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str):
+    """The document yaml.safe_load reads from `text`."""
+    return yaml.load(text, Loader=YAML_LOADER)
+
+
 def read_mapping(path: Path, missing: str, what: str = "a mapping", error: type[FlowError] = FlowError) -> dict:
     """A YAML file that holds a mapping; `error` says `missing` when there is no file, and names the file when
     it is not YAML or not a mapping."""
     if not path.is_file():
         raise error(missing)
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text())
     except yaml.YAMLError as problem:
         raise error(f"{path}: not valid YAML: {problem}") from None
     if not isinstance(document, dict):
@@ -352,7 +362,7 @@ def _retrain(section, folder: Path, name: str, data: dict, compare: tuple, model
             problems.add(f"retrain.{key}", f"a YAML file in this folder, not found: {file}")
             continue
         try:
-            files[key] = yaml.safe_load(file.read_text()) or {}
+            files[key] = load_yaml(file.read_text()) or {}
         except yaml.YAMLError as error:
             problems.add(f"retrain.{key}", f"{file.name}: not valid YAML: {error}")
     pipeline = files.get("pipeline")
@@ -447,7 +457,7 @@ def _monitor(section, folder: Path, data: dict, problems: _Problems) -> Monitor:
         except spec.SpecError as error:
             problems.add("monitor.schedule", str(error))
         else:
-            document = yaml.safe_load(schedule.read_text())
+            document = load_yaml(schedule.read_text())
             definition = document.get("create_monitor") or {}
             task = (definition.get("monitoring_target") or {}).get("ml_task")
             if data.get("task") and task != data["task"]:
@@ -484,7 +494,7 @@ def _check_spec(spec: Path, data: dict, task: str | None) -> str | None:
     """Why a candidate's spec does not fit its workload, or None: a job type the flow runs, and an AutoML
     job on the workload's task and target."""
     try:
-        content = yaml.safe_load(spec.read_text())
+        content = load_yaml(spec.read_text())
     except yaml.YAMLError as error:
         return f"{spec.name}: not valid YAML: {error}"
     kind = content.get("type") if isinstance(content, dict) else None

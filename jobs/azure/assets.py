@@ -21,7 +21,7 @@ from azure.ai.ml.constants import AssetTypes
 from azure.ai.ml.entities import Data, Environment
 
 from jobs.flow import source_module
-from jobs.workloads import Workload, locate_data
+from jobs.workloads import Workload, load_yaml, locate_data
 
 JOBS_DIR = Path(__file__).parent.parent
 ENVIRONMENTS_DIR = JOBS_DIR / "specs" / "environments"
@@ -121,7 +121,7 @@ def environment_assets() -> list[Asset]:
     """Every environment spec under jobs/specs/environments/, versioned by its spec, conda file and build context."""
     assets = []
     for spec in sorted(ENVIRONMENTS_DIR.glob("*.yml")):
-        content = yaml.safe_load(spec.read_text())
+        content = load_yaml(spec.read_text())
         if not isinstance(content, dict) or not ({"image", "build"} & content.keys()):
             continue  # a conda file beside the environment specs
         environment = load_environment(spec)
@@ -161,12 +161,12 @@ def _package_name(requirement: str) -> str | None:
 def model_conda(model_folder: Path) -> dict:
     """The conda environment an MLflow model was saved with (MLmodel's python_function `env`)."""
     mlmodel = model_folder / "MLmodel"
-    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    flavor = (load_yaml(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
     env = flavor.get("env")
     name = env.get("conda") if isinstance(env, dict) else env  # MLflow 1.x wrote the file name alone
     if not name or not (model_folder / name).is_file():
         raise ValueError(f"{mlmodel}: names no conda environment file (python_function.env.conda) beside it")
-    conda = yaml.safe_load((model_folder / name).read_text())
+    conda = load_yaml((model_folder / name).read_text())
     if not isinstance(conda, dict) or not isinstance(conda.get("dependencies"), list):
         raise ValueError(f"{model_folder / name}: not a conda environment (no `dependencies` list)")
     return conda

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import yaml
 from azure.ai.ml import Input, load_component
 from azure.ai.ml._restclient.arm_ml_service.models import NotificationSetting
 from azure.ai.ml.entities import CronTrigger, JobSchedule, MonitorSchedule, PipelineJob
@@ -25,7 +24,7 @@ from infra import outputs as keys
 from jobs.azure.assets import Asset, digest_files, digest_text
 from jobs.azure.entities import collected_asset, collected_path, endpoint_name, pin
 from jobs.flow import SPECS_DIR, FlowError
-from jobs.workloads import Workload
+from jobs.workloads import Workload, load_yaml
 
 MONITOR_COMPONENT = SPECS_DIR / "components" / "monitor.yml"
 SPARK_UNSUPPORTED = (
@@ -80,7 +79,7 @@ def monitor_entity(
     workload.yml's monitor.environments), watching `deployment`; and the digest of everything it holds, which the
     stage compares with the live schedule's to leave an unchanged one alone."""
     spec = workload.monitor.schedule
-    document = yaml.safe_load(spec.read_text())
+    document = load_yaml(spec.read_text())
     environment = outputs[keys.ENVIRONMENT]
     settings = workload.monitor.settings(environment)
     endpoint = endpoint_name(workload, kind, outputs)

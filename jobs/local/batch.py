@@ -41,6 +41,7 @@ import yaml
 
 from jobs.batch import ERROR_STATUS, FILE, ROW, STATUS, BatchSummary, Tally, input_files
 from jobs.flow import SPECS_DIR, FlowError, Report
+from jobs.workloads import load_yaml
 
 DEPLOYMENT_SPEC = SPECS_DIR / "endpoints" / "batch-deployment.yml"
 ERRORS_FILE = "errors.csv"
@@ -60,7 +61,7 @@ class BatchSettings:
     @classmethod
     def from_spec(cls, spec: Path = DEPLOYMENT_SPEC) -> "BatchSettings":
         try:
-            document = yaml.safe_load(spec.read_text())
+            document = load_yaml(spec.read_text())
             settings = document["settings"]
             values = {
                 "mini_batch_size": settings["mini_batch_size"],
