@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -155,7 +156,16 @@ def test_rows_above_the_deployments_limit_are_pointed_out(capsys):
     assert "errors:     400 Bad Request: 1" in out
 
 
-def test_ctrl_c_prints_what_was_measured_so_far(capsys):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raising KeyboardInterrupt, as in a terminal: Python leaves SIGINT ignored when it starts with it ignored,
+    as in a job that a non-interactive shell puts in the background (`.ci/run &`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_prints_what_was_measured_so_far(capsys, ctrl_c_raises):
     with LocalServer(scripted((0.02, 200))) as server:
         threading.Timer(0.5, _thread.interrupt_main).start()  # as Ctrl-C does: KeyboardInterrupt in the main thread
         code = cli.main(["bench", "--workload", "housing", "--url", server.url, "--requests", "100000", "--duration", "30"])

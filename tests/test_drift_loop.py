@@ -124,6 +124,7 @@ def test_a_step_that_is_this_pythons_script_runs_in_the_gates_process_as_that_py
                              "--decision", str(tmp_path / "d"), "--", python, "monitor.py"],
                             cwd=step, env=environment, capture_output=True, text=True)  # fmt: skip
     assert failed.returncode == 2 and "RuntimeError: unreadable input" in failed.stderr
+    assert 'File "monitor.py", line 1' in failed.stderr and "runpy" not in failed.stderr  # the script's frames only
     assert "the monitor exited 1 but its" in failed.stderr
 
 

@@ -75,8 +75,11 @@ def _run_script(script: str, args: list[str]) -> int:
             return ended.code or 0
         print(ended.code, file=sys.stderr)
         return 1
-    except Exception:  # noqa: BLE001 - reported as an interpreter reports it, and the step fails with 1
-        traceback.print_exc()
+    except Exception as error:  # noqa: BLE001 - reported as an interpreter reports it (from the script's own frames)
+        trace = error.__traceback__
+        while trace is not None and trace.tb_frame.f_code.co_filename != script:
+            trace = trace.tb_next
+        traceback.print_exception(type(error), error, trace or error.__traceback__)
         return 1
     finally:
         sys.argv, sys.path[0] = saved_argv, saved_path0
