@@ -21,11 +21,12 @@ unexport PYTHONDONTWRITEBYTECODE
 
 uv: | $(UV)
 
-# The virtualenv without pip, which would take 7 s to install: this Python's pip installs into it (`--python`, pip 22.3
-# and later); where this Python has no such pip, the pip that ensurepip puts in the virtualenv
+# the bootstrap virtualenv is made without pip (putting pip in it takes about 7 s): this Python's pip installs uv into it
+# (`pip --python`, pip 22.3 and later); where this Python has no such pip, the pip that ensurepip puts in it
 $(UV_HOME)/bin/uv:
 	$(PYTHON) -m venv --without-pip $(UV_HOME)
-	if $(PYTHON) -m pip --python $(UV_HOME)/bin/python --version >/dev/null 2>&1; then \
+	@echo "installing uv==$(UV_VERSION) from PyPI into $(UV_HOME)/"
+	@if $(PYTHON) -m pip --python $(UV_HOME)/bin/python --version >/dev/null 2>&1; then \
 		$(PYTHON) -m pip --python $(UV_HOME)/bin/python install --quiet uv==$(UV_VERSION); \
 	else \
 		$(UV_HOME)/bin/python -m ensurepip --default-pip && $(UV_HOME)/bin/python -m pip install --quiet uv==$(UV_VERSION); \
