@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from jobs.flow import SOURCE_DIR, FlowError, RegisteredModel, Report, answer_problem, git_commit, score_sample_in_batch, stamped
-from jobs.local.target import run_job_script
+from jobs.local.target import start_job_script
 from jobs.workloads import Workload
 
 ENVIRONMENT_FILE = "conda.yaml"  # the serving environment, as MLflow saved it with the model
@@ -144,7 +144,7 @@ def compare(target: Environment, candidate: Path, live: str | None, workload: Wo
         environment = {**os.environ, "MLFLOW_TRACKING_URI": store, "MLFLOW_REGISTRY_URI": store, "MLFLOW_ALLOW_FILE_STORE": "true",
                        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count() or 1)}  # fmt: skip
         log = work / "evaluate.log"
-        if run_job_script(command, SOURCE_DIR, environment, log) != 0:  # as a local job runs: imports done already
+        if start_job_script(command, SOURCE_DIR, environment, log).wait() != 0:  # as a local job runs: imports done already
             raise FlowError(f"the comparison in {target.name} failed: {log.read_text().strip()[-2000:]}")
         verdict = json.loads((work / "verdict" / "verdict.json").read_text())
     against = (f"its live version {live} {workload.metric}={verdict['registered'][workload.metric]:g}" if live is not None

@@ -72,19 +72,16 @@ def python_script(command: str) -> list[str] | None:
     return None
 
 
-def _job_prefork(threads: str) -> Prefork:
-    """The prefork server for jobs that get `threads` OpenMP threads: its libraries size their pools when it imports
-    them, from its environment, as a fresh job's would from the job's."""
+def start_job_script(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path):
+    """`python *argv` started as the local target starts a job's script, its output in `log_path`: forked from the
+    prefork server for jobs that get env's OMP_NUM_THREADS (its libraries size their pools when it imports them, from
+    its environment, as a fresh job's would from the job's)."""
+    threads = env["OMP_NUM_THREADS"]
     with _JOB_PREFORKS_LOCK:
         if threads not in _JOB_PREFORKS:
             _JOB_PREFORKS[threads] = Prefork(JOB_STACK, {"OMP_NUM_THREADS": threads})
-        return _JOB_PREFORKS[threads]
-
-
-def run_job_script(argv: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> int:
-    """`python *argv` run to its end as the local target runs a job's script (forked from the jobs' prefork server for
-    env's OMP_NUM_THREADS), its output in `log_path`; its exit status."""
-    return _job_prefork(env["OMP_NUM_THREADS"]).start(argv, cwd, env, log_path).wait()
+        prefork = _JOB_PREFORKS[threads]
+    return prefork.start(argv, cwd, env, log_path)
 
 
 def load_spec(job: Job) -> dict:
@@ -408,7 +405,7 @@ class LocalTarget:
         with self.slots:
             script = python_script(command)
             if script:  # forked from a warm interpreter: the stack's imports are done
-                process = _job_prefork(env["OMP_NUM_THREADS"]).start(script, code, env, log_path)
+                process = start_job_script(script, code, env, log_path)
             else:
                 with log_path.open("w") as log:
                     process = subprocess.Popen(["/bin/bash", "-c", command], cwd=code, env=env, stdout=log,
